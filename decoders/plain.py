@@ -1,0 +1,15 @@
+"""plain: ordinary decoding with one view; greedy output equals transformers `generate(do_sample=False)`."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Decoder
+
+
+class Plain(Decoder):
+    name = "plain"
+
+    @classmethod
+    def fuse(cls, decoders: list[Decoder], logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        return logits["original"]  # [G, V]

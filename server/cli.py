@@ -1,0 +1,85 @@
+"""The `counterpoint` command: serve (gateway + workers), worker, gateway."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .config import Settings, load_settings
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with settings (options and COUNTERPOINT_* variables win)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on")
+    p.add_argument("--api-key", dest="api_key", help="require this bearer key on /v1 requests")
+
+
+def _model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="Hugging Face folder, .gguf file, or alias (default: smollm2, embedded)")
+    p.add_argument("--amateur", help="a second, smaller model for contrastive decoding")
+    p.add_argument("--served-model-name", dest="served_model_name", help="model id clients use")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights and KV cache dtype")
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--kv-cache-gb", dest="kv_cache_gb", type=float, help="KV cache memory per worker")
+    p.add_argument("--max-model-len", dest="max_model_len", type=int, help="context length")
+    p.add_argument("--threads", type=int, help="torch threads per worker")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="counterpoint", description="OpenAI-compatible server with "
+                                 "hallucination-mitigating contrastive decoding")
+    sub = ap.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the gateway and its workers on this machine")
+    _common(serve)
+    _model(serve)
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--worker-port", dest="worker_port", type=int, help="first worker port (default 8100)")
+    worker = sub.add_parser("worker", help="start one worker (engine process) only")
+    _common(worker)
+    _model(worker)
+    gateway = sub.add_parser("gateway", help="start the gateway only, in front of running workers")
+    _common(gateway)
+    gateway.add_argument("--worker", dest="worker_urls", action="append", help="worker URL (repeatable)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(parser().parse_args(argv))
+    command, config = args.pop("command"), args.pop("config")
+    settings = load_settings(config, **args)
+    if command == "worker" and args.get("port") is None:
+        settings.port = settings.worker_port
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if command == "serve":
+        from .serve import serve
+        serve(settings)
+    elif command == "worker":
+        run_worker(settings)
+    else:
+        run_gateway(settings)
+
+
+def run_worker(settings: Settings) -> None:
+    import torch
+    import uvicorn
+
+    from .worker.factory import build_worker_app
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    app = build_worker_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def run_gateway(settings: Settings) -> None:
+    import uvicorn
+
+    from .gateway.app import create_app
+    if not settings.worker_urls:
+        sys.exit("counterpoint gateway: give at least one --worker URL")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The OpenAI-compatible routes: parse, hand to a worker, return JSON or an SSE stream."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette import EventSourceResponse
+
+from ..errors import APIError
+from ..protocol.chat import ChatCompletionRequest
+from ..protocol.completions import CompletionRequest
+from . import metrics
+from .deps import Authorized, PoolDep
+from .responses import StreamFailed, chat_chunks, chat_response, completion_chunks, completion_response
+
+router = APIRouter()
+v1 = APIRouter(prefix="/v1", dependencies=[Authorized])
+
+
+def _decoding_header(spec) -> dict[str, str]:
+    return {"x-counterpoint-decoding": json.dumps(spec.model_dump(), separators=(",", ":"))}
+
+
+def _stream(chunks, headers: dict[str, str]) -> EventSourceResponse:
+    return EventSourceResponse(chunks, headers=headers, sep="\n", ping=15)
+
+
+@v1.post("/chat/completions")
+async def chat_completions(req: ChatCompletionRequest, pool: PoolDep) -> Response:
+    rid, created, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), time.monotonic()
+    gen = req.to_worker(rid)
+    events = await pool.open(gen)
+    headers = _decoding_header(gen.decoding)
+    if req.stream:
+        return _stream(chat_chunks(req, rid, created, events), headers)
+    try:
+        body = await chat_response(req, rid, created, events)
+    except StreamFailed as exc:
+        raise APIError(exc.event.status, exc.event.message or "generation failed") from exc
+    _count("chat", req.model, gen.decoding.method, body["usage"], started)
+    return JSONResponse(body, headers=headers)
+
+
+@v1.post("/completions")
+async def completions(req: CompletionRequest, pool: PoolDep) -> Response:
+    rid, created, started = f"cmpl-{uuid.uuid4().hex}", int(time.time()), time.monotonic()
+    gens = req.to_worker(rid)
+    streams = [await pool.open(g) for g in gens]
+    headers = _decoding_header(gens[0].decoding)
+    if req.stream:
+        return _stream(completion_chunks(req, rid, created, streams), headers)
+    try:
+        body = await completion_response(req, rid, created, streams)
+    except StreamFailed as exc:
+        raise APIError(exc.event.status, exc.event.message or "generation failed") from exc
+    _count("completions", req.model, gens[0].decoding.method, body["usage"], started)
+    return JSONResponse(body, headers=headers)
+
+
+@v1.get("/models")
+async def list_models(pool: PoolDep) -> dict:
+    created = int(time.time())
+    data = [{"id": mid, "object": "model", "created": created, "owned_by": "counterpoint", **info}
+            for mid, info in pool.models().items()]
+    return {"object": "list", "data": data}
+
+
+@router.get("/health")
+async def health(pool: PoolDep) -> Response:
+    ready = any(w.healthy for w in pool.workers)
+    return JSONResponse({"status": "ok" if ready else "no_worker_ready",
+                         "workers": [{"url": w.url, "healthy": w.healthy, "outstanding": w.outstanding}
+                                     for w in pool.workers]}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def prometheus() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _count(endpoint: str, model: str, method: str, usage: dict, started: float) -> None:
+    metrics.REQUESTS.labels(endpoint, model, method, "200").inc()
+    metrics.LATENCY.labels(method).observe(time.monotonic() - started)
+    metrics.PROMPT_TOKENS.labels(model).inc(usage["prompt_tokens"])
+    metrics.GENERATION_TOKENS.labels(model).inc(usage["completion_tokens"])

@@ -1,0 +1,84 @@
+"""Turning a GenerateRequest into checked engine input: prompt tokens, a decoder, resolved limits.
+
+Everything here runs before the engine sees the request, so a bad request is refused with a 400 and never
+reaches the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from transformers import PreTrainedTokenizerBase
+
+from counterpoint.decoders import REGISTRY, Decoder, RequestContext, supported_methods
+
+from ..errors import APIError
+from ..worker_protocol import GenerateRequest
+
+
+@dataclass
+class ModelInfo:
+    """What the worker serves, as the gateway and the decoders see it."""
+
+    name: str
+    max_model_len: int
+    vocab_size: int
+    num_layers: int
+    is_moe: bool
+    capacity_tokens: int  # KV cache slots in all
+
+    def as_dict(self) -> dict:
+        return {"id": self.name, "max_model_len": self.max_model_len, "methods": supported_methods()}
+
+
+def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: ModelInfo) -> list[int]:
+    if req.messages is not None:
+        if not tokenizer.chat_template:
+            raise APIError(400, f"model {info.name!r} has no chat template; use /v1/completions", "messages")
+        try:
+            ids = tokenizer.apply_chat_template(req.messages, add_generation_prompt=req.add_generation_prompt,
+                                                tokenize=True)
+        except Exception as exc:  # a template may reject a message order (e.g. two system messages)
+            raise APIError(400, f"the chat template rejected these messages: {exc}", "messages") from exc
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return list(ids)
+    if isinstance(req.prompt, str):
+        return tokenizer(req.prompt)["input_ids"]
+    if isinstance(req.prompt, list):
+        bad = [t for t in req.prompt if not 0 <= t < info.vocab_size]
+        if bad:
+            raise APIError(400, f"token id {bad[0]} is outside the vocabulary (size {info.vocab_size})", "prompt")
+        return list(req.prompt)
+    raise APIError(400, "either prompt or messages is required", "prompt")
+
+
+def make_decoder(req: GenerateRequest, ids: list[int], info: ModelInfo) -> Decoder:
+    cls = REGISTRY.get(req.decoding.method)
+    if cls is None:
+        raise APIError(400, f"unknown decoding method {req.decoding.method!r}; supported: "
+                            f"{', '.join(supported_methods())}", "decoding")
+    try:
+        params = cls.Params(**req.decoding.params)
+    except ValidationError as exc:
+        raise APIError(400, f"invalid parameters for {cls.name}: {exc.errors()[0]['msg']}", "decoding") from exc
+    reason = cls.check_model(info)
+    if reason:
+        raise APIError(400, reason, "decoding")
+    return cls(params, RequestContext(prompt_ids=ids, model_info=info))
+
+
+def check_lengths(req: GenerateRequest, decoder: Decoder, info: ModelInfo) -> None:
+    views = decoder.views()
+    longest = max(len(v.prompt_ids) for v in views)
+    if longest == 0:
+        raise APIError(400, "the prompt is empty", "prompt")
+    max_tokens = req.sampling.max_tokens
+    if longest >= info.max_model_len or longest + (max_tokens or 0) > info.max_model_len:
+        raise APIError(400, f"This model's maximum context length is {info.max_model_len} tokens. However, "
+                            f"you requested {longest + (max_tokens or 0)} tokens ({longest} in the prompt, "
+                            f"{max_tokens or 0} for the completion). Please reduce the length.", "max_tokens")
+    need = sum(len(v.prompt_ids) for v in views) + len(views) * (max_tokens or info.max_model_len - longest)
+    if need > info.capacity_tokens:
+        raise APIError(400, f"the request needs {need} KV cache slots but the worker has "
+                            f"{info.capacity_tokens}; lower max_tokens", "max_tokens")

@@ -1,0 +1,100 @@
+"""One batched forward of one model over every scheduled view.
+
+`prepare_inputs` packs the uncomputed tokens of all rows into one sequence (prefill and decode rows
+together) and describes where they live in the paged cache; `run` calls the unmodified transformers model
+with our attention implementation and returns the logits of the positions the engine asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .paged_attention import ATTN_IMPLEMENTATION, KVCache, PagedBatch
+from .sequence import Sequence
+
+
+@dataclass
+class ForwardOutput:
+    logits: torch.Tensor  # [num_rows, vocab] at each row's last position, float32
+    prompt_logits: dict[int, torch.Tensor]  # row -> [num_new_tokens, vocab] for rows that asked for all
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, cache: KVCache):
+        self.model = model
+        self.cache = cache
+        self.device = cache.keys.device
+        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+
+    def prepare_inputs(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor, PagedBatch]:
+        bs = self.cache.block_size
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        q_lens: list[int] = []
+        ctx_lens: list[int] = []
+        for seq in seqs:
+            start, end = seq.num_computed_tokens, len(seq.token_ids)
+            tokens += seq.token_ids[start:end]
+            positions += range(start, end)
+            table = seq.block_table
+            slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
+            q_lens.append(end - start)
+            ctx_lens.append(end)
+        dev = self.device
+        input_ids = torch.tensor(tokens, device=dev).unsqueeze(0)  # [1, T]
+        position_ids = torch.tensor(positions, device=dev).unsqueeze(0)  # [1, T]
+        slot_mapping = torch.tensor(slots, device=dev)  # [T]
+        batch = self._describe(seqs, slot_mapping, q_lens, ctx_lens)
+        return input_ids, position_ids, batch
+
+    def _describe(self, seqs: list[Sequence], slot_mapping: torch.Tensor, q_lens: list[int],
+                  ctx_lens: list[int]) -> PagedBatch:
+        dev, bs = self.device, self.cache.block_size
+        num_rows, max_q, max_ctx = len(seqs), max(q_lens), max(ctx_lens)
+        if num_rows == 1 and q_lens[0] == ctx_lens[0]:
+            return PagedBatch(self.cache, slot_mapping, slot_mapping[None], None, None, None, True)
+        max_blocks = -(-max_ctx // bs)
+        tables = torch.tensor([s.block_table[:max_blocks] + [0] * (max_blocks - len(s.block_table[:max_blocks]))
+                               for s in seqs], device=dev)  # [B, max_blocks]
+        key_pos = torch.arange(max_ctx, device=dev)  # [K]
+        kv_slots = tables[:, key_pos // bs] * bs + key_pos % bs  # [B, K]
+        ctx = torch.tensor(ctx_lens, device=dev)  # [B]
+        if max_q == 1 and min(ctx_lens) == max_ctx:
+            return PagedBatch(self.cache, slot_mapping, kv_slots, None, None, None, False)
+        q = torch.tensor(q_lens, device=dev)  # [B]
+        offs = torch.arange(max_q, device=dev)  # [Q]
+        q_pos = ctx[:, None] - q[:, None] + torch.minimum(offs[None], q[:, None] - 1)  # [B, Q] (padding repeats)
+        mask = (key_pos[None, None, :] <= q_pos[:, :, None]).unsqueeze(1)  # [B, 1, Q, K]
+        if max_q == 1:
+            return PagedBatch(self.cache, slot_mapping, kv_slots, None, None, mask, False)
+        starts = torch.cumsum(q, 0) - q  # [B] first packed index of each row
+        query_index = starts[:, None] + torch.minimum(offs[None], q[:, None] - 1)  # [B, Q]
+        row_of_token = torch.repeat_interleave(torch.arange(num_rows, device=dev), q)  # [T]
+        offset_in_row = torch.arange(len(slot_mapping), device=dev) - starts[row_of_token]  # [T]
+        output_index = row_of_token * max_q + offset_in_row  # [T] into the flattened [B * Q]
+        return PagedBatch(self.cache, slot_mapping, kv_slots, query_index, output_index, mask, False)
+
+    @torch.inference_mode()
+    def run(self, seqs: list[Sequence], all_logits_rows: set[int] = frozenset()) -> ForwardOutput:
+        """Forward every row's uncomputed tokens; return last-position logits (and all, where asked)."""
+        input_ids, position_ids, batch = self.prepare_inputs(seqs)
+        q_lens = [s.num_new_tokens for s in seqs]
+        last = torch.tensor(q_lens).cumsum(0) - 1  # [B] packed index of each row's last token
+        keep = last
+        if all_logits_rows:
+            starts = (last + 1 - torch.tensor(q_lens)).tolist()
+            extra = [torch.arange(starts[r], starts[r] + q_lens[r]) for r in sorted(all_logits_rows)]
+            keep = torch.cat([last, *extra])  # [B + sum(extra)]
+        out = self.model(input_ids=input_ids, position_ids=position_ids, paged=batch,
+                         logits_to_keep=keep.to(self.device), use_cache=False)
+        logits = out.logits[0].float()  # [len(keep), vocab]
+        prompt_logits, offset = {}, len(seqs)
+        for r in sorted(all_logits_rows):
+            prompt_logits[r] = logits[offset:offset + q_lens[r]]  # [q_len, vocab]
+            offset += q_lens[r]
+        for seq in seqs:
+            seq.num_computed_tokens = len(seq.token_ids)
+        return ForwardOutput(logits[:len(seqs)], prompt_logits)

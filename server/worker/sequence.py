@@ -1,0 +1,72 @@
+"""Sequences (one per view) and sequence groups (all views of one choice of one request).
+
+A group is the unit the scheduler admits, preempts and frees. Its views advance together: every step the
+engine fuses their logits into one row of scores, samples one token and appends it to every view.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..worker_protocol import SamplingParams
+
+_seq_ids = itertools.count()
+
+
+class GroupStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Sequence:
+    """One view: its own prompt tokens, the shared generated tokens, and its KV cache blocks."""
+
+    view: str  # the decoder's name for this view ("original", "contrast", ...)
+    token_ids: list[int]  # prompt + generated tokens
+    num_prompt_tokens: int
+    num_computed_tokens: int = 0  # tokens whose keys/values are in the cache
+    block_table: list[int] = field(default_factory=list)  # cache blocks in position order
+    seq_id: int = field(default_factory=lambda: next(_seq_ids))
+
+    @property
+    def num_new_tokens(self) -> int:
+        return len(self.token_ids) - self.num_computed_tokens
+
+
+@dataclass
+class SequenceGroup:
+    """One choice of one request: its views, sampling settings, decoder and generated tokens."""
+
+    group_id: str  # "<request_id>-<choice index>"
+    index: int  # the choice index in the response
+    seqs: list[Sequence]  # views; seqs[0] is the view whose text is generated
+    sampling: SamplingParams
+    decoder: object  # a decoders.Decoder instance holding this request's method state
+    eos_token_ids: frozenset[int]
+    max_tokens: int  # resolved: never past the model's context length
+    output_token_ids: list[int] = field(default_factory=list)
+    status: GroupStatus = GroupStatus.WAITING
+    finish_reason: str | None = None
+    generator: torch.Generator | None = None  # per-request RNG when a seed is given
+    arrival_time: float = field(default_factory=time.monotonic)
+    wants_prompt_logprobs: bool = False  # prompt logprobs still owed (cleared once sent)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is GroupStatus.FINISHED
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.output_token_ids)
+
+    def append_token(self, token_id: int) -> None:
+        self.output_token_ids.append(token_id)
+        for seq in self.seqs:
+            seq.token_ids.append(token_id)
