@@ -16,7 +16,7 @@ from .sequence import SequenceGroup
 
 @dataclass
 class SamplingTensors:
-    group_ids: tuple[str, ...]  # the batch these tensors were built for
+    group_uids: tuple[int, ...]  # the batch these tensors were built for
     temperature: torch.Tensor  # [G, 1], 1 where greedy (to keep divisions finite)
     is_greedy: torch.Tensor  # [G] bool
     top_k: torch.Tensor | None  # [G] long, vocab size where off; None when no row uses it
@@ -33,7 +33,7 @@ class SamplingTensors:
         penalty = [p.repetition_penalty for p in sp]
         logprobs = [p.logprobs for p in sp if p.logprobs is not None]
         return cls(
-            group_ids=tuple(g.group_id for g in groups),
+            group_uids=tuple(g.uid for g in groups),
             temperature=temps[:, None],
             is_greedy=torch.tensor([p.temperature == 0 for p in sp], device=device),
             top_k=torch.tensor(top_k, device=device) if min(top_k) < vocab_size else None,
@@ -59,8 +59,8 @@ class Sampler:
         self._tensors: SamplingTensors | None = None
 
     def tensors_for(self, groups: list[SequenceGroup]) -> SamplingTensors:
-        ids = tuple(g.group_id for g in groups)
-        if self._tensors is None or self._tensors.group_ids != ids:
+        uids = tuple(g.uid for g in groups)
+        if self._tensors is None or self._tensors.group_uids != uids:
             self._tensors = SamplingTensors.build(groups, self.vocab_size, self.device)
         return self._tensors
 

@@ -16,6 +16,7 @@ import torch
 from ..worker_protocol import SamplingParams
 
 _seq_ids = itertools.count()
+_group_uids = itertools.count()
 
 
 class GroupStatus(enum.Enum):
@@ -57,6 +58,7 @@ class SequenceGroup:
     generator: torch.Generator | None = None  # per-request RNG when a seed is given
     arrival_time: float = field(default_factory=time.monotonic)
     wants_prompt_logprobs: bool = False  # prompt logprobs still owed (cleared once sent)
+    uid: int = field(default_factory=lambda: next(_group_uids))  # unique for the process's lifetime
 
     @property
     def is_finished(self) -> bool:
