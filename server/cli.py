@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from counterpoint.clients import cli as client_cli
+
 from .config import Settings, load_settings
 
 
@@ -43,11 +45,15 @@ def parser() -> argparse.ArgumentParser:
     gateway = sub.add_parser("gateway", help="start the gateway only, in front of running workers")
     _common(gateway)
     gateway.add_argument("--worker", dest="worker_urls", action="append", help="worker URL (repeatable)")
+    client_cli.register(sub)  # commands that talk to a running server: they set `func`
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = vars(parser().parse_args(argv))
+    ns = parser().parse_args(argv)
+    if getattr(ns, "func", None) is not None:
+        raise SystemExit(ns.func(ns))
+    args = vars(ns)
     command, config = args.pop("command"), args.pop("config")
     settings = load_settings(config, **args)
     if command == "worker" and args.get("port") is None:
