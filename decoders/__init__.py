@@ -1,11 +1,19 @@
 """Decoding methods: one module and one class per method, found by name in `REGISTRY`."""
 
-from .base import Decoder, MethodParams, RequestContext, View
+from .base import Decoder, DecodingError, Fused, LayerLogits, MethodParams, RequestContext, View
+from .cd import CD
+from .cfg import CFG
+from .dola import DoLa
+from .lol import LoL
+from .lqcd import LQCD
+from .overshadow import Overshadow
 from .plain import Plain
+from .scmoe import SCMoE
 
-REGISTRY: dict[str, type[Decoder]] = {cls.name: cls for cls in (Plain,)}
+REGISTRY: dict[str, type[Decoder]] = {cls.name: cls for cls in (Plain, CD, DoLa, LoL, CFG, LQCD, Overshadow, SCMoE)}
 
-__all__ = ["REGISTRY", "Decoder", "MethodParams", "RequestContext", "View", "supported_methods"]
+__all__ = ["REGISTRY", "Decoder", "DecodingError", "Fused", "LayerLogits", "MethodParams", "RequestContext", "View",
+           "supported_methods"]
 
 
 def supported_methods() -> list[str]:

@@ -1,18 +1,21 @@
 """The interface every decoding method implements.
 
 A decoder never calls a model. It declares the views a request needs (each view is a prompt that the
-engine runs as its own row, sharing the generated tokens), and fuses the last-position logits of those views
-into one row of scores. `fuse` is a classmethod over all requests of that method in the step, so the work
-is whole-batch tensor ops on `[G, V]` tensors.
+engine runs as its own row, sharing the generated tokens), the intermediate-layer logits it wants, and
+fuses the last-position logits into one row of scores. `fuse` is a classmethod over all requests of that
+method in the step, so the work is whole-batch tensor ops on `[G, V]` tensors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
+
+NEG_INF = -float("inf")
 
 
 class MethodParams(BaseModel):
@@ -21,47 +24,110 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DecodingError(ValueError):
+    """The method cannot run this request on this model; the message becomes a 400."""
+
+
 @dataclass
 class View:
-    name: str  # "original" for the view whose text is generated; others are contrast views
+    name: str  # "original" is the view whose text is generated; others are contrast views
     prompt_ids: list[int]  # this view's prompt tokens
+    model: str = "main"  # "main" or "amateur"
+    weak_rank: int | None = None  # scmoe: route to the expert of this rank only
+
+
+@dataclass(frozen=True)
+class LayerLogits:
+    """lm_head applied to a view's hidden state after `layer` (0 = embeddings), at the last position."""
+
+    view: str
+    layer: int
+    final_norm: bool  # apply the model's final norm first (cd layer:K, lol) or not (dola, as transformers 4.x)
+
+    @property
+    def key(self) -> str:
+        return f"{self.view}@{self.layer}{'n' if self.final_norm else ''}"
 
 
 @dataclass
 class RequestContext:
-    """What a decoder may look at when it builds its views: the request's prompt, already tokenized."""
+    """What a decoder may look at when it builds its views."""
 
-    prompt_ids: list[int]
-    model_info: Any  # the worker's ModelInfo (capabilities: is_moe, num_layers, ...)
+    prompt_ids: list[int]  # the request's prompt, tokenized (chat template applied)
+    model_info: Any  # the worker's ModelInfo (num_layers, is_moe, amateur, ...)
+    messages: list[dict[str, Any]] | None = None  # chat requests: the messages, content as text
+    prompt: str | list[int] | None = None  # completion requests: the prompt
+    tokenize: Callable[[list[dict[str, Any]] | str], list[int]] | None = None  # same template as the prompt
+    seed: int | None = None
 
 
+@dataclass
+class Fused:
+    scores: torch.Tensor  # [G, V] fused scores, -inf outside the plausibility set
+    contrast: torch.Tensor | None = None  # [G, V] the contrast logits each row used (for diagnostics)
+
+
+@dataclass
 class Decoder:
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
 
-    def __init__(self, params: MethodParams, ctx: RequestContext):
-        self.params = params
-        self.ctx = ctx
+    params: MethodParams
+    ctx: RequestContext
+    decided: dict[str, Any] = field(default_factory=dict)  # what the method decided, for the response
+
+    def __post_init__(self) -> None:
+        self.setup()
 
     @classmethod
-    def check_model(cls, model_info: Any) -> str | None:
-        """Why this model cannot run the method (the 400 message), or None if it can."""
-        return None
+    def supports(cls, model_info: Any) -> bool:
+        """Whether the model can run this method at all (listed in /v1/models)."""
+        return True
+
+    def setup(self) -> None:
+        """Check the request against the model (raise DecodingError) and prepare views."""
 
     def views(self) -> list[View]:
         return [View("original", self.ctx.prompt_ids)]
 
+    def batch_key(self) -> tuple:
+        """Requests of one method fuse together when their keys match (same views and layer logits)."""
+        return ()
+
+    def layer_logits(self) -> list[LayerLogits]:
+        return []
+
+    def retired_views(self) -> list[str]:
+        """Views no longer needed after the last fuse (their cache blocks are freed)."""
+        return []
+
     @classmethod
-    def fuse(cls, decoders: list[Decoder], logits: dict[str, torch.Tensor]) -> torch.Tensor:
-        """logits: view name -> `[G, V]` float32 for the G requests in `decoders` -> fused `[G, V]`."""
+    def fuse(cls, decoders: list[Decoder], logits: dict[str, torch.Tensor]) -> Fused:
+        """logits: view or layer key -> `[G, V]` float32 for the G requests in `decoders`."""
         raise NotImplementedError
 
     def report(self) -> dict[str, Any]:
-        """What the method decided for this request, added to the response's `decoding` object."""
-        return {}
+        return self.decided
 
 
-def adaptive_plausibility_mask(logits: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """APC: True where lp(logits) >= log(alpha) + max lp(logits). logits `[G, V]`, alpha `[G, 1]`."""
+def params_column(decoders: list[Decoder], name: str, like: torch.Tensor) -> torch.Tensor:
+    """One parameter of every request as a `[G, 1]` tensor."""
+    return torch.tensor([getattr(d.params, name) for d in decoders], dtype=like.dtype, device=like.device)[:, None]
+
+
+def plausible(logits: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """APC: True where lp(logits) >= log(alpha) + max lp(logits). logits `[G, V]`, alpha `[G, 1]` -> `[G, V]`."""
     lp = torch.log_softmax(logits, dim=-1)  # [G, V]
-    return lp >= torch.log(alpha) + lp.max(dim=-1, keepdim=True).values  # [G, V]
+    return lp >= torch.log(alpha) + lp.max(dim=-1, keepdim=True).values
+
+
+def contrast(original: torch.Tensor, contra: torch.Tensor, alpha: torch.Tensor, mask_alpha: torch.Tensor,
+             log_probs: bool = False) -> torch.Tensor:
+    """`(1+alpha)*a - alpha*b` masked outside APC(mask_alpha, original). a, b `[G, V]`; params `[G, 1]`.
+
+    With `log_probs` the views are log-softmaxed first (cd); otherwise raw logits are combined (vcd, lqcd).
+    """
+    a = torch.log_softmax(original, -1) if log_probs else original  # [G, V]
+    b = torch.log_softmax(contra, -1) if log_probs else contra  # [G, V]
+    fused = (1 + alpha) * a - alpha * b  # [G, V]
+    return fused.masked_fill(~plausible(original, mask_alpha), NEG_INF)

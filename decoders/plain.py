@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import Decoder
+from .base import Decoder, Fused
 
 
 class Plain(Decoder):
     name = "plain"
 
     @classmethod
-    def fuse(cls, decoders: list[Decoder], logits: dict[str, torch.Tensor]) -> torch.Tensor:
-        return logits["original"]  # [G, V]
+    def fuse(cls, decoders: list[Decoder], logits: dict[str, torch.Tensor]) -> Fused:
+        return Fused(logits["original"])  # [G, V]

@@ -40,6 +40,7 @@ class DecodingSpec(BaseModel):
     experiment: str | None = None  # A/B experiment that chose this method, if any
     arm: str | None = None  # the experiment's arm
     diagnostics: bool = False  # report how much the contrast changed the outcome
+    decided: dict[str, Any] = Field(default_factory=dict)  # what the method decided (rewrite, layers, ...)
 
 
 class GenerateRequest(BaseModel):
@@ -78,6 +79,8 @@ class WorkerEvent(BaseModel):
     logprobs: list[TokenLogprob] | None = None  # delta: one per new token, when asked for
     prompt_logprobs: list[TokenLogprob] | None = None  # start: per prompt token (the first has logprob None)
     finish_reason: str | None = None  # delta: "stop" or "length" when the choice ends
+    changed: list[bool] | None = None  # delta, diagnostics: per new token, did the contrast change the choice
+    divergence: list[float] | None = None  # delta, diagnostics: per new token, JSD(original || contrast)
     prompt_text: str | None = None  # start: the prompt as text (for echo)
     prompt_tokens: int = 0  # start/done: prompt token count
     completion_tokens: int = 0  # done: generated tokens over all choices

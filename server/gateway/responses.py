@@ -77,6 +77,28 @@ class Tally:
         return usage(self.prompt_tokens, self.completion_tokens)
 
 
+class Diagnostics:
+    """Per-choice summary of how the contrast changed the output (tokens whose choice differed, JSD)."""
+
+    def __init__(self):
+        self.changed: list[bool] = []
+        self.divergence: list[float] = []
+
+    def add(self, ev: WorkerEvent) -> None:
+        self.changed += ev.changed or []
+        self.divergence += ev.divergence or []
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.changed)
+        return {"tokens": n, "changed_tokens": sum(self.changed),
+                "changed_positions": [i for i, c in enumerate(self.changed) if c],
+                "mean_divergence": sum(self.divergence) / n if n else 0.0}
+
+
+def _stream_diagnostics(ev: WorkerEvent) -> dict[str, Any]:
+    return {"diagnostics": {"changed": ev.changed, "divergence": ev.divergence}} if ev.changed is not None else {}
+
+
 def _sse(payload: dict[str, Any]) -> dict[str, str]:
     return {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
 
@@ -89,6 +111,10 @@ def _error_chunk(exc: Exception) -> dict[str, str]:
     return _sse(error_body(500, "internal error while streaming"))
 
 
+def _wants_diagnostics(tally: Tally) -> bool:
+    return bool(tally.decoding and tally.decoding.get("diagnostics"))
+
+
 # ---- chat ---------------------------------------------------------------------------------------
 
 async def chat_response(req: ChatCompletionRequest, rid: str, created: int,
@@ -97,14 +123,17 @@ async def chat_response(req: ChatCompletionRequest, rid: str, created: int,
     texts = [""] * req.n
     lps: list[list] = [[] for _ in range(req.n)]
     finish: list[str | None] = [None] * req.n
+    diags = [Diagnostics() for _ in range(req.n)]
     async for ev in events:
         tally.see(ev)
         if ev.type == "delta":
             texts[ev.index] += ev.text
             lps[ev.index] += ev.logprobs or []
             finish[ev.index] = ev.finish_reason or finish[ev.index]
+            diags[ev.index].add(ev)
     choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
-                "logprobs": chat_logprobs(lps[i]) if req.logprobs else None, "finish_reason": finish[i]}
+                "logprobs": chat_logprobs(lps[i]) if req.logprobs else None, "finish_reason": finish[i],
+                **({"diagnostics": diags[i].summary()} if _wants_diagnostics(tally) else {})}
                for i in range(req.n)]
     return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
             "choices": choices, "usage": tally.usage(), "decoding": tally.decoding}
@@ -126,7 +155,7 @@ async def chat_chunks(req: ChatCompletionRequest, rid: str, created: int,
             elif ev.type == "delta" and (ev.text or ev.finish_reason or ev.logprobs):
                 choice = {"index": ev.index, "delta": {"content": ev.text} if ev.text else {},
                           "logprobs": chat_logprobs(ev.logprobs) if req.logprobs and ev.logprobs else None,
-                          "finish_reason": ev.finish_reason}
+                          "finish_reason": ev.finish_reason, **_stream_diagnostics(ev)}
                 yield _sse({**base, "choices": [choice]})
     except Exception as exc:
         yield _error_chunk(exc)
@@ -144,6 +173,7 @@ async def completion_response(req: CompletionRequest, rid: str, created: int,
     n, num = req.n, len(streams) * req.n
     texts, finish = [""] * num, [None] * num
     lps = [LegacyLogprobs() for _ in range(num)]
+    diags = [Diagnostics() for _ in range(num)]
     async for p, ev in merged(streams):
         tally.see(ev)
         if ev.type == "start":
@@ -156,8 +186,10 @@ async def completion_response(req: CompletionRequest, rid: str, created: int,
             texts[k] += ev.text
             lps[k].add(ev.logprobs or [])
             finish[k] = ev.finish_reason or finish[k]
+            diags[k].add(ev)
     choices = [{"index": k, "text": texts[k], "logprobs": lps[k].data if req.logprobs is not None else None,
-                "finish_reason": finish[k]} for k in range(num)]
+                "finish_reason": finish[k], **({"diagnostics": diags[k].summary()} if _wants_diagnostics(tally) else {})}
+               for k in range(num)]
     return {"id": rid, "object": "text_completion", "created": created, "model": req.model,
             "choices": choices, "usage": tally.usage(), "decoding": tally.decoding}
 
@@ -188,7 +220,8 @@ async def completion_chunks(req: CompletionRequest, rid: str, created: int,
                 k = p * n + ev.index
                 chunk_lp = lps.setdefault(k, LegacyLogprobs()).add(ev.logprobs or []) \
                     if req.logprobs is not None else None
-                yield chunk({"index": k, "text": ev.text, "logprobs": chunk_lp, "finish_reason": ev.finish_reason})
+                yield chunk({"index": k, "text": ev.text, "logprobs": chunk_lp, "finish_reason": ev.finish_reason,
+                             **_stream_diagnostics(ev)})
     except Exception as exc:
         yield _error_chunk(exc)
         return

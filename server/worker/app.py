@@ -63,7 +63,7 @@ def create_app(engine: Engine, info: ModelInfo) -> FastAPI:
             raise APIError(404, f"The model {req.model!r} does not exist on this worker.", "model", "model_not_found")
         tokenizer = engine.tokenizer
         ids = prompt_ids(req, tokenizer, state.info)
-        decoders = [make_decoder(req, ids, state.info) for _ in range(req.sampling.n)]
+        decoders = [make_decoder(req, ids, tokenizer, state.info, i) for i in range(req.sampling.n)]
         check_lengths(req, decoders[0], state.info)
         return StreamingResponse(_stream(state, req, ids, decoders), media_type="application/x-ndjson")
 
@@ -94,15 +94,15 @@ async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], deco
             if not started:  # prompt logprobs come with the first output of choice 0's prefill
                 started = True
                 start.prompt_logprobs = item.prompt_logprobs
+                start.decoding = req.decoding.model_copy(update={"decided": decoders[0].report()})
                 yield _line(start)
             if item.finish_reason is not None:
                 completion_tokens += item.num_generated
             yield _line(WorkerEvent(type="delta", index=item.index, text=item.text, token_ids=item.token_ids,
-                                    logprobs=item.logprobs, finish_reason=item.finish_reason))
-        report = decoders[0].report()
+                                    logprobs=item.logprobs, finish_reason=item.finish_reason,
+                                    changed=item.changed, divergence=item.divergence))
         yield _line(WorkerEvent(type="done", prompt_tokens=len(ids), completion_tokens=completion_tokens,
-                                decoding=req.decoding.model_copy(update={"params": {**req.decoding.params, **report}})
-                                if report else None))
+                                decoding=req.decoding.model_copy(update={"decided": decoders[0].report()})))
     finally:
         for t in tasks:
             t.cancel()
@@ -111,7 +111,7 @@ async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], deco
 async def _pump(state: WorkerState, req: GenerateRequest, index: int, decoder, outputs: asyncio.Queue) -> None:
     group_id = f"{req.request_id}-{index}"
     try:
-        async for out in state.engine.generate(group_id, lambda e: e.add(group_id, index, decoder, req.sampling)):
+        async for out in state.engine.generate(group_id, lambda e: e.add(group_id, index, decoder, req.sampling, req.decoding.diagnostics)):
             outputs.put_nowait(out)
     except asyncio.CancelledError:
         raise

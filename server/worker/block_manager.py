@@ -1,8 +1,9 @@
 """KV cache block accounting: which cache blocks each view owns, shared prefixes, and free space.
 
 Blocks are reference counted. When a group is admitted, each view shares the full blocks of the prompt
-prefix it has in common with an earlier view of the same group, so that prefix is stored and computed once.
-Only full blocks are shared and shared blocks are never written again, so no copy-on-write is needed.
+prefix it has in common with an earlier view of the same group on the same model, so that prefix is stored
+and computed once. Only full blocks are shared and shared blocks are never written again, so no
+copy-on-write is needed. `KVPools` holds one `BlockManager` per model and routes each view to its own.
 """
 
 from __future__ import annotations
@@ -42,28 +43,29 @@ class BlockManager:
         """The earlier view with which `seq` shares the most full blocks, and how many."""
         best, best_blocks = None, 0
         for other in earlier:
+            if other.weak_rank != seq.weak_rank:  # different routing: the same tokens give other keys/values
+                continue
             common = _common_prefix(seq.token_ids, other.token_ids)
             common = min(common, len(seq.token_ids) - 1)  # keep one token to compute: its logits are needed
+            for limit in (seq.max_shared, other.max_shared):
+                common = common if limit is None else min(common, limit)
             num_blocks = common // self.block_size
             if num_blocks > best_blocks:
                 best, best_blocks = other, num_blocks
         return best, best_blocks
 
-    def num_blocks_to_allocate(self, group: SequenceGroup) -> int:
+    def num_blocks_to_allocate(self, seqs: list[Sequence]) -> int:
         needed = 0
-        for i, seq in enumerate(group.seqs):
-            _, shared = self._shared_prefix(seq, group.seqs[:i])
+        for i, seq in enumerate(seqs):
+            _, shared = self._shared_prefix(seq, seqs[:i])
             needed += self._blocks_for(len(seq.token_ids)) - shared
         return needed
 
-    def can_allocate(self, group: SequenceGroup) -> bool:
-        return self.num_blocks_to_allocate(group) <= self.num_free_blocks
-
-    def allocate(self, group: SequenceGroup) -> None:
+    def allocate(self, seqs: list[Sequence]) -> None:
         """Give every view of a newly admitted group the blocks for its whole current token list."""
-        for i, seq in enumerate(group.seqs):
+        for i, seq in enumerate(seqs):
             assert not seq.block_table
-            source, shared = self._shared_prefix(seq, group.seqs[:i])
+            source, shared = self._shared_prefix(seq, seqs[:i])
             for block in (source.block_table[:shared] if source else []):
                 self.ref_counts[block] += 1
                 seq.block_table.append(block)
@@ -77,22 +79,56 @@ class BlockManager:
             self.ref_counts[block] = 1
             seq.block_table.append(block)
 
-    def num_blocks_to_append(self, group: SequenceGroup) -> int:
-        return sum(self._blocks_for(len(s.token_ids)) - len(s.block_table) for s in group.seqs)
+    def num_blocks_to_append(self, seqs: list[Sequence]) -> int:
+        return sum(self._blocks_for(len(s.token_ids)) - len(s.block_table) for s in seqs)
 
-    def can_append(self, group: SequenceGroup) -> bool:
-        return self.num_blocks_to_append(group) <= self.num_free_blocks
-
-    def append(self, group: SequenceGroup) -> None:
+    def append(self, seqs: list[Sequence]) -> None:
         """Make room for the tokens appended since the last step (one per view while decoding)."""
-        for seq in group.seqs:
+        for seq in seqs:
             self._grow(seq, len(seq.token_ids))
 
-    def free(self, group: SequenceGroup) -> None:
-        for seq in group.seqs:
+    def free(self, seqs: list[Sequence]) -> None:
+        for seq in seqs:
             for block in seq.block_table:
                 self.ref_counts[block] -= 1
                 if self.ref_counts[block] == 0:
                     self.free_blocks.append(block)
             seq.block_table = []
             seq.num_computed_tokens = 0
+
+
+class KVPools:
+    """The block managers of all the worker's models, with group-level operations over them."""
+
+    def __init__(self, managers: dict[str, BlockManager]):
+        self.managers = managers
+
+    def _by_model(self, group: SequenceGroup) -> dict[str, list[Sequence]]:
+        split: dict[str, list[Sequence]] = {}
+        for seq in group.seqs:
+            split.setdefault(seq.model, []).append(seq)
+        return split
+
+    def can_allocate(self, group: SequenceGroup) -> bool:
+        return all(self.managers[m].num_blocks_to_allocate(seqs) <= self.managers[m].num_free_blocks
+                   for m, seqs in self._by_model(group).items())
+
+    def allocate(self, group: SequenceGroup) -> None:
+        for m, seqs in self._by_model(group).items():
+            self.managers[m].allocate(seqs)
+
+    def can_append(self, group: SequenceGroup) -> bool:
+        return all(self.managers[m].num_blocks_to_append(seqs) <= self.managers[m].num_free_blocks
+                   for m, seqs in self._by_model(group).items())
+
+    def append(self, group: SequenceGroup) -> None:
+        for m, seqs in self._by_model(group).items():
+            self.managers[m].append(seqs)
+
+    def free(self, group: SequenceGroup, seqs: list[Sequence] | None = None) -> None:
+        for seq in group.seqs if seqs is None else seqs:
+            self.managers[seq.model].free([seq])
+
+    @property
+    def usage(self) -> float:
+        return self.managers["main"].usage

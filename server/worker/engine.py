@@ -2,7 +2,8 @@
 
 Three batch types, and who owns each:
 - `list[SequenceGroup]` (scheduler): the requests that run this step, every view of each.
-- `PagedBatch` + packed `input_ids` (model runner): those views' uncomputed tokens as one forward.
+- `StepBatch` (engine, fusion): where each view sits in its model's forward; `PagedBatch` + packed
+  `input_ids` (model runner): one model's rows as one forward (a second model runs its own).
 - `[G, V]` scores (decoders, sampler): one fused row per group, from which one token is chosen.
 
 `Engine.step()` is schedule -> run -> fuse -> sample -> postprocess; it is called from one thread only.
@@ -10,7 +11,6 @@ Three batch types, and who owns each:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -19,9 +19,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from counterpoint.decoders import Decoder
 
 from ..worker_protocol import SamplingParams, TokenLogprob, TopLogprob
-from .block_manager import BlockManager
+from .block_manager import BlockManager, KVPools
 from .detokenizer import Detokenizer
-from .model_runner import ForwardOutput, ModelRunner
+from .fusion import FuseResult, StepBatch, fuse, jsd, prompt_logprobs
+from .model_runner import ModelRunner
 from .paged_attention import KVCache
 from .sampler import Sampler, SamplerOutput
 from .scheduler import Scheduler, SchedulerConfig
@@ -49,28 +50,33 @@ class StepOutput:
     finish_reason: str | None
     num_prompt_tokens: int
     num_generated: int
+    changed: list[bool] | None = None  # diagnostics: did the contrast change this token's choice
+    divergence: list[float] | None = None  # diagnostics: JSD between original and contrast views
 
 
 class Engine:
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EngineConfig):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EngineConfig,
+                 amateur: PreTrainedModel | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
+        self.runners: dict[str, ModelRunner] = {}
+        managers: dict[str, BlockManager] = {}
+        for name, m in (("main", model), ("amateur", amateur)):
+            if m is not None:
+                share = 1.0 if name == "main" and amateur is None else (0.75 if name == "main" else 0.25)
+                cache = _make_cache(m.eval(), int(config.kv_cache_bytes * share), config.block_size)
+                self.runners[name] = ModelRunner(m, cache)
+                managers[name] = BlockManager(cache.num_blocks, config.block_size)
+        self.amateur = amateur
         cfg = model.config.get_text_config()
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        dtype = next(model.parameters()).dtype
-        device = next(model.parameters()).device
-        per_block = KVCache.bytes_per_block(cfg.num_hidden_layers, config.block_size, kv_heads, head_dim, dtype)
-        num_blocks = max(1, config.kv_cache_bytes // per_block)
-        self.cache = KVCache(cfg.num_hidden_layers, num_blocks, config.block_size, kv_heads, head_dim,
-                             dtype, device)
         self.max_model_len = config.max_model_len or getattr(cfg, "max_position_embeddings", 2048)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.block_manager = BlockManager(num_blocks, config.block_size)
-        self.scheduler = Scheduler(config.scheduler, self.block_manager)
-        self.runner = ModelRunner(model, self.cache)
-        self.sampler = Sampler(self.vocab_size, device)
+        self.block_manager = managers["main"]
+        self.pools = KVPools(managers)
+        self.scheduler = Scheduler(config.scheduler, self.pools)
+        self.runner = self.runners["main"]
+        self.sampler = Sampler(self.vocab_size, self.runner.device)
         self.groups: dict[str, SequenceGroup] = {}
         self.detokenizers: dict[str, Detokenizer] = {}
         eos = model.generation_config.eos_token_id if model.generation_config else None
@@ -87,17 +93,21 @@ class Engine:
     def capacity_tokens(self) -> int:
         return self.block_manager.num_blocks * self.config.block_size
 
-    def add(self, group_id: str, index: int, decoder: Decoder, sampling: SamplingParams) -> SequenceGroup:
+    def add(self, group_id: str, index: int, decoder: Decoder, sampling: SamplingParams,
+            diagnostics: bool = False) -> SequenceGroup:
         """Queue one choice. The caller has validated lengths against `max_model_len` and capacity."""
-        seqs = [Sequence(v.name, list(v.prompt_ids), len(v.prompt_ids)) for v in decoder.views()]
+        seqs = [Sequence(v.name, list(v.prompt_ids), len(v.prompt_ids), v.model, v.weak_rank)
+                for v in decoder.views()]
+        assert seqs[0].view == "original"
         longest = max(len(s.token_ids) for s in seqs)
         room = self.max_model_len - longest
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         generator = None
         if sampling.seed is not None:
-            generator = torch.Generator(device=self.cache.keys.device).manual_seed(sampling.seed + index)
+            generator = torch.Generator(device=self.runner.device).manual_seed(sampling.seed + index)
         group = SequenceGroup(group_id, index, seqs, sampling, decoder, self.eos_token_ids, max_tokens,
-                              generator=generator, wants_prompt_logprobs=sampling.prompt_logprobs is not None)
+                              generator=generator, wants_prompt_logprobs=sampling.prompt_logprobs is not None,
+                              diagnostics=diagnostics)
         self.groups[group_id] = group
         self.detokenizers[group_id] = Detokenizer(self.tokenizer, seqs[0].token_ids, sampling.stop,
                                                   sampling.skip_special_tokens)
@@ -117,54 +127,61 @@ class Engine:
         groups = self.scheduler.schedule()
         if not groups:
             return []
-        seqs = [seq for g in groups for seq in g.seqs]
-        out = self.run(groups, seqs)
-        scores = self.fuse(groups, out)  # [G, V]
-        sampled = self.sampler(scores, groups)
-        return self.postprocess(groups, out, sampled)
+        batch = self.run(groups)
+        fused = fuse(batch)
+        sampled = self.sampler(fused.scores, groups)
+        return self.postprocess(batch, fused, sampled)
 
-    def run(self, groups: list[SequenceGroup], seqs: list[Sequence]) -> ForwardOutput:
-        prompt_rows, row = set(), 0
-        for g in groups:
-            if g.wants_prompt_logprobs and g.seqs[0].num_computed_tokens == 0:
-                prompt_rows.add(row)
-            row += len(g.seqs)
-        return self.runner.run(seqs, prompt_rows)
+    def run(self, groups: list[SequenceGroup]) -> StepBatch:
+        """One batched forward per model over every scheduled view."""
+        batch = StepBatch.build(groups, list(self.runners))
+        for name, runner in self.runners.items():
+            if batch.seqs[name]:
+                batch.outputs[name] = runner.run(batch.seqs[name], batch.prompt_rows[name],
+                                                 batch.layer_requests[name])
+        return batch
 
-    def fuse(self, groups: list[SequenceGroup], out: ForwardOutput) -> torch.Tensor:
-        """One `[G, V]` row of scores per group: each method fuses its requests' view logits in batch."""
-        if all(len(g.seqs) == 1 for g in groups) and len({type(g.decoder) for g in groups}) == 1:
-            return type(groups[0].decoder).fuse([g.decoder for g in groups], {"original": out.logits})
-        by_method: dict[type, list[int]] = defaultdict(list)
-        rows: list[dict[str, int]] = []
-        row = 0
-        for i, g in enumerate(groups):
-            by_method[type(g.decoder)].append(i)
-            rows.append({s.view: row + j for j, s in enumerate(g.seqs)})
-            row += len(g.seqs)
-        scores = torch.empty(len(groups), out.logits.shape[1], device=out.logits.device)  # [G, V]
-        for cls, members in by_method.items():
-            views = {name: out.logits[torch.tensor([rows[i][name] for i in members])]  # [G_m, V]
-                     for name in rows[members[0]]}
-            scores[torch.tensor(members)] = cls.fuse([groups[i].decoder for i in members], views)
-        return scores
-
-    def postprocess(self, groups: list[SequenceGroup], out: ForwardOutput,
-                    sampled: SamplerOutput) -> list[StepOutput]:
-        outputs, row = [], 0
+    def postprocess(self, batch: StepBatch, fused: FuseResult, sampled: SamplerOutput) -> list[StepOutput]:
+        groups = batch.groups
+        diag = self._diagnostics(groups, fused, sampled)
+        outputs = []
         for i, g in enumerate(groups):
             prompt_lps = None
-            if g.wants_prompt_logprobs and row in out.prompt_logits:
-                prompt_lps = self._prompt_logprobs(g, out.prompt_logits[row])
+            if g.wants_prompt_logprobs and batch.prompt_rows["main"]:
+                prompt_lps = self._prompt_logprobs(g, prompt_logprobs(batch, i))
                 g.wants_prompt_logprobs = False
-            row += len(g.seqs)
-            outputs.append(self._advance(g, i, sampled, prompt_lps))
+            out = self._advance(g, i, sampled, prompt_lps)
+            if i in diag and out.token_ids:
+                out.changed, out.divergence = [diag[i][0]], [diag[i][1]]
+            outputs.append(out)
+            self._retire(g)
         for g in groups:
             if g.finish_reason is not None:
                 self.scheduler.finish(g)
                 self.groups.pop(g.group_id, None)
                 self.detokenizers.pop(g.group_id, None)
         return outputs
+
+    def _diagnostics(self, groups: list[SequenceGroup], fused: FuseResult,
+                     sampled: SamplerOutput) -> dict[int, tuple[bool, float]]:
+        rows = [i for i, g in enumerate(groups) if g.diagnostics]
+        if not rows:
+            return {}
+        idx = torch.tensor(rows)
+        original = fused.original[idx]  # [D, V]
+        contrast = torch.stack([fused.contrast[i] if fused.contrast[i] is not None else fused.original[i]
+                                for i in rows])  # [D, V]
+        vocab = min(original.shape[1], contrast.shape[1])
+        div = jsd(original[:, :vocab], contrast[:, :vocab]).tolist()  # [D]
+        own = original.argmax(-1).tolist()  # [D]
+        return {i: (own[k] != sampled.token_ids[i], div[k]) for k, i in enumerate(rows)}
+
+    def _retire(self, g: SequenceGroup) -> None:
+        names = set(g.decoder.retired_views())
+        if names:
+            gone = [s for s in g.seqs if s.view in names]
+            self.pools.free(g, gone)
+            g.seqs = [s for s in g.seqs if s.view not in names]
 
     def _advance(self, g: SequenceGroup, i: int, sampled: SamplerOutput,
                  prompt_lps: list[TokenLogprob] | None) -> StepOutput:
@@ -203,11 +220,10 @@ class Engine:
         return TokenLogprob(token_id=token, token=self._token_text(token),
                             logprob=float(sampled.logprobs[i]), top=top)
 
-    def _prompt_logprobs(self, g: SequenceGroup, logits: torch.Tensor) -> list[TokenLogprob]:
-        """logits `[P, V]` at every prompt position -> logprob of each prompt token given its prefix."""
+    def _prompt_logprobs(self, g: SequenceGroup, lp: torch.Tensor) -> list[TokenLogprob]:
+        """lp `[P-1, V]` (the method's log-probs predicting tokens 1..P-1) -> one entry per prompt token."""
         k = g.sampling.prompt_logprobs or 0
         ids = g.seqs[0].token_ids[:g.seqs[0].num_prompt_tokens]
-        lp = torch.log_softmax(logits[:-1], dim=-1)  # [P-1, V] predicts tokens 1..P-1
         targets = torch.tensor(ids[1:], device=lp.device)  # [P-1]
         chosen = lp.gather(1, targets[:, None])[:, 0].tolist()  # [P-1]
         top_lps, top_ids = lp.topk(k, dim=-1) if k > 0 else (None, None)  # [P-1, k]
@@ -219,3 +235,13 @@ class Engine:
                        for t, v in zip(top_ids[p].tolist(), top_lps[p].tolist())]
             result.append(TokenLogprob(token_id=tok, token=self._token_text(tok), logprob=lpv, top=top))
         return result
+
+
+def _make_cache(model: PreTrainedModel, kv_bytes: int, block_size: int) -> KVCache:
+    cfg = model.config.get_text_config()
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    param = next(model.parameters())
+    per_block = KVCache.bytes_per_block(cfg.num_hidden_layers, block_size, kv_heads, head_dim, param.dtype)
+    return KVCache(cfg.num_hidden_layers, max(1, kv_bytes // per_block), block_size, kv_heads, head_dim,
+                   param.dtype, param.device)

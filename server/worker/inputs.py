@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
-from counterpoint.decoders import REGISTRY, Decoder, RequestContext, supported_methods
+from counterpoint.decoders import REGISTRY, Decoder, DecodingError, RequestContext, supported_methods
 
 from ..errors import APIError
 from ..worker_protocol import GenerateRequest
@@ -27,9 +27,16 @@ class ModelInfo:
     num_layers: int
     is_moe: bool
     capacity_tokens: int  # KV cache slots in all
+    tie_word_embeddings: bool = False
+    num_experts: int = 0  # MoE models: experts per layer
+    eos_token_ids: tuple[int, ...] = ()
+    amateur: str | None = None  # name of the amateur model served beside this one (cd, lol)
+    amateur_num_layers: int = 0
 
     def as_dict(self) -> dict:
-        return {"id": self.name, "max_model_len": self.max_model_len, "methods": supported_methods()}
+        methods = [m for m in supported_methods() if REGISTRY[m].supports(self)]
+        return {"id": self.name, "max_model_len": self.max_model_len, "methods": methods,
+                "amateur": self.amateur}
 
 
 def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: ModelInfo) -> list[int]:
@@ -53,7 +60,8 @@ def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: M
     raise APIError(400, "either prompt or messages is required", "prompt")
 
 
-def make_decoder(req: GenerateRequest, ids: list[int], info: ModelInfo) -> Decoder:
+def make_decoder(req: GenerateRequest, ids: list[int], tokenizer: PreTrainedTokenizerBase, info: ModelInfo,
+                 index: int = 0) -> Decoder:
     cls = REGISTRY.get(req.decoding.method)
     if cls is None:
         raise APIError(400, f"unknown decoding method {req.decoding.method!r}; supported: "
@@ -62,10 +70,21 @@ def make_decoder(req: GenerateRequest, ids: list[int], info: ModelInfo) -> Decod
         params = cls.Params(**req.decoding.params)
     except ValidationError as exc:
         raise APIError(400, f"invalid parameters for {cls.name}: {exc.errors()[0]['msg']}", "decoding") from exc
-    reason = cls.check_model(info)
-    if reason:
-        raise APIError(400, reason, "decoding")
-    return cls(params, RequestContext(prompt_ids=ids, model_info=info))
+    seed = None if req.sampling.seed is None else req.sampling.seed + index
+    ctx = RequestContext(prompt_ids=ids, model_info=info, messages=req.messages, prompt=req.prompt,
+                         tokenize=lambda x: _tokenize(x, req, tokenizer), seed=seed)
+    try:
+        return cls(params, ctx)
+    except DecodingError as exc:
+        raise APIError(400, str(exc), "decoding") from exc
+
+
+def _tokenize(x: list[dict] | str, req: GenerateRequest, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Another view's prompt, rendered the way the request's own prompt was."""
+    if isinstance(x, str):
+        return tokenizer(x)["input_ids"]
+    ids = tokenizer.apply_chat_template(x, add_generation_prompt=req.add_generation_prompt, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
 def check_lengths(req: GenerateRequest, decoder: Decoder, info: ModelInfo) -> None:

@@ -11,14 +11,24 @@ from dataclasses import dataclass
 
 import torch
 
+from .moe_routing import RoutingOverride
 from .paged_attention import ATTN_IMPLEMENTATION, KVCache, PagedBatch
 from .sequence import Sequence
+
+
+@dataclass
+class LayerRequest:
+    row: int  # which row of this forward
+    layer: int  # hidden state after this layer (0 = embeddings)
+    final_norm: bool  # apply the model's final norm before lm_head
+    all_positions: bool = False  # every new token of the row (prompt scoring), not just the last
 
 
 @dataclass
 class ForwardOutput:
     logits: torch.Tensor  # [num_rows, vocab] at each row's last position, float32
     prompt_logits: dict[int, torch.Tensor]  # row -> [num_new_tokens, vocab] for rows that asked for all
+    layer_logits: list[torch.Tensor]  # per LayerRequest: [vocab] (last position) or [num_new_tokens, vocab]
 
 
 class ModelRunner:
@@ -27,6 +37,7 @@ class ModelRunner:
         self.cache = cache
         self.device = cache.keys.device
         model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        self.routing = RoutingOverride(model)
 
     def prepare_inputs(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor, PagedBatch]:
         bs = self.cache.block_size
@@ -78,23 +89,51 @@ class ModelRunner:
         return PagedBatch(self.cache, slot_mapping, kv_slots, query_index, output_index, mask, False)
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence], all_logits_rows: set[int] = frozenset()) -> ForwardOutput:
+    def run(self, seqs: list[Sequence], all_logits_rows: set[int] = frozenset(),
+            layer_requests: list[LayerRequest] = ()) -> ForwardOutput:
         """Forward every row's uncomputed tokens; return last-position logits (and all, where asked)."""
         input_ids, position_ids, batch = self.prepare_inputs(seqs)
-        q_lens = [s.num_new_tokens for s in seqs]
-        last = torch.tensor(q_lens).cumsum(0) - 1  # [B] packed index of each row's last token
-        keep = last
-        if all_logits_rows:
-            starts = (last + 1 - torch.tensor(q_lens)).tolist()
-            extra = [torch.arange(starts[r], starts[r] + q_lens[r]) for r in sorted(all_logits_rows)]
-            keep = torch.cat([last, *extra])  # [B + sum(extra)]
-        out = self.model(input_ids=input_ids, position_ids=position_ids, paged=batch,
-                         logits_to_keep=keep.to(self.device), use_cache=False)
+        q_lens = torch.tensor([s.num_new_tokens for s in seqs])  # [B]
+        last = q_lens.cumsum(0) - 1  # [B] packed index of each row's last token
+        starts = last + 1 - q_lens  # [B]
+        keep = torch.cat([last, *(torch.arange(starts[r], last[r] + 1) for r in sorted(all_logits_rows))])
+        self.routing.weak_rank = self._weak_ranks(seqs, q_lens)
+        try:
+            out = self.model(input_ids=input_ids, position_ids=position_ids, paged=batch,
+                             logits_to_keep=keep.to(self.device), use_cache=False,
+                             output_hidden_states=bool(layer_requests))
+        finally:
+            self.routing.weak_rank = None
         logits = out.logits[0].float()  # [len(keep), vocab]
         prompt_logits, offset = {}, len(seqs)
         for r in sorted(all_logits_rows):
-            prompt_logits[r] = logits[offset:offset + q_lens[r]]  # [q_len, vocab]
-            offset += q_lens[r]
+            n = int(q_lens[r])
+            prompt_logits[r] = logits[offset:offset + n]  # [q_len, vocab]
+            offset += n
+        layers = self._layer_logits(out.hidden_states, layer_requests, starts, last) if layer_requests else []
         for seq in seqs:
             seq.num_computed_tokens = len(seq.token_ids)
-        return ForwardOutput(logits[:len(seqs)], prompt_logits)
+        return ForwardOutput(logits[:len(seqs)], prompt_logits, layers)
+
+    def _weak_ranks(self, seqs: list[Sequence], q_lens: torch.Tensor) -> torch.Tensor | None:
+        ranks = [-1 if s.weak_rank is None else s.weak_rank for s in seqs]
+        if not self.routing.is_moe or max(ranks) < 0:
+            return None
+        return torch.repeat_interleave(torch.tensor(ranks), q_lens).to(self.device)  # [T]
+
+    def _layer_logits(self, hidden_states: tuple[torch.Tensor, ...], requests: list[LayerRequest],
+                      starts: torch.Tensor, last: torch.Tensor) -> list[torch.Tensor]:
+        """All requested intermediate-layer logits with one lm_head matmul (the weights are read once)."""
+        picks, sizes = [], []
+        for req in requests:
+            idx = torch.arange(starts[req.row], last[req.row] + 1) if req.all_positions else last[req.row:req.row + 1]
+            h = hidden_states[req.layer][0, idx.to(self.device)]  # [n, hidden]
+            picks.append(self.final_norm(h) if req.final_norm else h)
+            sizes.append(len(idx))
+        logits = self.model.get_output_embeddings()(torch.cat(picks)).float()  # [sum n, vocab]
+        parts = logits.split(sizes)
+        return [p if req.all_positions else p[0] for p, req in zip(parts, requests)]
+
+    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.base_model.norm(h) if hasattr(self.model.base_model, "norm") else \
+            self.model.get_decoder().norm(h)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .block_manager import BlockManager
+from .block_manager import KVPools
 from .sequence import GroupStatus, SequenceGroup
 
 
@@ -22,9 +22,9 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, block_manager: BlockManager):
+    def __init__(self, config: SchedulerConfig, pools: KVPools):
         self.config = config
-        self.block_manager = block_manager
+        self.pools = pools
         self.waiting: deque[SequenceGroup] = deque()
         self.running: list[SequenceGroup] = []
         self.num_preemptions = 0
@@ -42,7 +42,7 @@ class Scheduler:
             self.running.remove(group)
         elif group in self.waiting:
             self.waiting.remove(group)
-        self.block_manager.free(group)
+        self.pools.free(group)
         group.status = GroupStatus.FINISHED
 
     def schedule(self) -> list[SequenceGroup]:
@@ -55,10 +55,10 @@ class Scheduler:
             if scheduled and (num_rows + len(group.seqs) > self.config.max_num_seqs
                               or num_tokens + new_tokens > self.config.max_num_batched_tokens):
                 break
-            if not self.block_manager.can_allocate(group):
+            if not self.pools.can_allocate(group):
                 break
             self.waiting.popleft()
-            self.block_manager.allocate(group)
+            self.pools.allocate(group)
             group.status = GroupStatus.RUNNING
             self.running.append(group)
             scheduled.append(group)
@@ -71,20 +71,20 @@ class Scheduler:
         queue = list(self.running)
         while queue:
             group = queue.pop(0)
-            while not self.block_manager.can_append(group):
+            while not self.pools.can_append(group):
                 victim = queue.pop() if queue else group
                 self._preempt(victim)
                 if victim is group:
                     break
             else:
-                self.block_manager.append(group)
+                self.pools.append(group)
                 scheduled.append(group)
         return scheduled
 
     def _preempt(self, group: SequenceGroup) -> None:
         """Free a running group's blocks and queue it first; it is recomputed when readmitted."""
         self.running.remove(group)
-        self.block_manager.free(group)
+        self.pools.free(group)
         group.status = GroupStatus.WAITING
         self.waiting.appendleft(group)
         self.num_preemptions += 1

@@ -32,6 +32,9 @@ class Sequence:
     view: str  # the decoder's name for this view ("original", "contrast", ...)
     token_ids: list[int]  # prompt + generated tokens
     num_prompt_tokens: int
+    model: str = "main"  # which of the worker's models runs this view ("main" or "amateur")
+    weak_rank: int | None = None  # MoE models: route every token to the expert of this rank only (scmoe)
+    max_shared: int | None = None  # tokens at most that may share blocks with another view (images end it)
     num_computed_tokens: int = 0  # tokens whose keys/values are in the cache
     block_table: list[int] = field(default_factory=list)  # cache blocks in position order
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
@@ -58,6 +61,7 @@ class SequenceGroup:
     generator: torch.Generator | None = None  # per-request RNG when a seed is given
     arrival_time: float = field(default_factory=time.monotonic)
     wants_prompt_logprobs: bool = False  # prompt logprobs still owed (cleared once sent)
+    diagnostics: bool = False  # report how the contrast changed each token
     uid: int = field(default_factory=lambda: next(_group_uids))  # unique for the process's lifetime
 
     @property

@@ -70,10 +70,10 @@ def test_two_view_group_runs_as_two_rows_of_one_forward(engine, tokenizer, monke
     rows_per_forward, tables = [], []
     original_run = engine.runner.run
 
-    def spy(seqs, all_logits_rows=frozenset()):
+    def spy(seqs, *args):
         rows_per_forward.append([s.view for s in seqs])
         tables.append([list(s.block_table) for s in seqs])
-        return original_run(seqs, all_logits_rows)
+        return original_run(seqs, *args)
 
     monkeypatch.setattr(engine.runner, "run", spy)
     got = run_all(engine, [(TwoViews(Plain.Params(), plain(ids).ctx), greedy(8))])["r0"]
