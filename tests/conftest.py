@@ -49,6 +49,52 @@ def tiny_llama_dir(tmp_path_factory, tokenizer) -> Path:
     return path
 
 
+def _save_tiny(path: Path, config, tokenizer, expert_scale: float = 1.0) -> Path:
+    torch.manual_seed(config.num_hidden_layers * 7 + config.hidden_size)
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # logits spread enough that greedy choices are far from ties, yet not one-hot
+        model.get_input_embeddings().weight.normal_(0, 1.0)
+        model.get_output_embeddings().weight.normal_(0, 0.5)
+        for name, p in model.named_parameters():
+            if "experts" in name or "gate" in name:
+                p.mul_(expert_scale)  # experts that matter, so routing changes the logits
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_amateur_dir(tmp_path_factory, tokenizer) -> Path:
+    """A small 2-layer random Llama sharing the tokenizer: the amateur for cd and lol."""
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    return _save_tiny(tmp_path_factory.mktemp("tiny-amateur"), config, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_deep_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 6-layer random Llama (for layer contrasts: dola, cd layer:K, lol)."""
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    return _save_tiny(tmp_path_factory.mktemp("tiny-deep"), config, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 2-layer random Mixtral (4 experts, top-2) for scmoe."""
+    from transformers import MixtralConfig
+    config = MixtralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                           num_experts_per_tok=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    return _save_tiny(tmp_path_factory.mktemp("tiny-moe"), config, tokenizer, expert_scale=30.0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
