@@ -29,6 +29,9 @@ from .scheduler import Scheduler, SchedulerConfig
 from .sequence import Sequence, SequenceGroup
 
 
+MIN_LOGPROB = -9999.0  # what -inf (a token the method rules out) is reported as: JSON has no infinity
+
+
 @dataclass
 class EngineConfig:
     block_size: int = 16  # tokens per KV cache block
@@ -209,6 +212,10 @@ class Engine:
         return StepOutput(g.group_id, g.index, new_ids, text, logprobs, prompt_lps, g.finish_reason,
                           g.seqs[0].num_prompt_tokens, g.num_generated)
 
+    @staticmethod
+    def _finite(lp: float) -> float:
+        return max(lp, MIN_LOGPROB)
+
     def _token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
 
@@ -216,9 +223,9 @@ class Engine:
         top = []
         if k > 0:
             ids, lps = sampled.top_ids[i, :k].tolist(), sampled.top_logprobs[i, :k].tolist()
-            top = [TopLogprob(token_id=t, token=self._token_text(t), logprob=lp) for t, lp in zip(ids, lps)]
+            top = [TopLogprob(token_id=t, token=self._token_text(t), logprob=self._finite(lp)) for t, lp in zip(ids, lps)]
         return TokenLogprob(token_id=token, token=self._token_text(token),
-                            logprob=float(sampled.logprobs[i]), top=top)
+                            logprob=self._finite(float(sampled.logprobs[i])), top=top)
 
     def _prompt_logprobs(self, g: SequenceGroup, lp: torch.Tensor) -> list[TokenLogprob]:
         """lp `[P-1, V]` (the method's log-probs predicting tokens 1..P-1) -> one entry per prompt token."""
@@ -231,9 +238,9 @@ class Engine:
         for p, (tok, lpv) in enumerate(zip(ids[1:], chosen)):
             top = []
             if k > 0:
-                top = [TopLogprob(token_id=t, token=self._token_text(t), logprob=v)
+                top = [TopLogprob(token_id=t, token=self._token_text(t), logprob=self._finite(v))
                        for t, v in zip(top_ids[p].tolist(), top_lps[p].tolist())]
-            result.append(TokenLogprob(token_id=tok, token=self._token_text(tok), logprob=lpv, top=top))
+            result.append(TokenLogprob(token_id=tok, token=self._token_text(tok), logprob=self._finite(lpv), top=top))
         return result
 
 
