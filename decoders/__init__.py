@@ -3,6 +3,7 @@
 from .base import Decoder, DecodingError, Fused, LayerLogits, MethodParams, RequestContext, View
 from .cd import CD
 from .cfg import CFG
+from .contrastive_search import ContrastiveSearch
 from .dola import DoLa
 from .lol import LoL
 from .lqcd import LQCD
@@ -10,7 +11,8 @@ from .overshadow import Overshadow
 from .plain import Plain
 from .scmoe import SCMoE
 
-REGISTRY: dict[str, type[Decoder]] = {cls.name: cls for cls in (Plain, CD, DoLa, LoL, CFG, LQCD, Overshadow, SCMoE)}
+REGISTRY: dict[str, type[Decoder]] = {cls.name: cls for cls in (Plain, CD, DoLa, LoL, CFG, LQCD, Overshadow, SCMoE,
+                                                                    ContrastiveSearch)}
 
 __all__ = ["REGISTRY", "Decoder", "DecodingError", "Fused", "LayerLogits", "MethodParams", "RequestContext", "View",
            "supported_methods"]

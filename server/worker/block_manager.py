@@ -58,7 +58,7 @@ class BlockManager:
         needed = 0
         for i, seq in enumerate(seqs):
             _, shared = self._shared_prefix(seq, seqs[:i])
-            needed += self._blocks_for(len(seq.token_ids)) - shared
+            needed += self._blocks_for(len(seq.token_ids) + seq.lookahead) - shared
         return needed
 
     def allocate(self, seqs: list[Sequence]) -> None:
@@ -71,7 +71,7 @@ class BlockManager:
                 seq.block_table.append(block)
             # The shared prefix is written by `source` in the same forward, before this view reads it.
             seq.num_computed_tokens = shared * self.block_size
-            self._grow(seq, len(seq.token_ids))
+            self._grow(seq, len(seq.token_ids) + seq.lookahead)
 
     def _grow(self, seq: Sequence, num_tokens: int) -> None:
         while len(seq.block_table) * self.block_size < num_tokens:
@@ -80,12 +80,25 @@ class BlockManager:
             seq.block_table.append(block)
 
     def num_blocks_to_append(self, seqs: list[Sequence]) -> int:
-        return sum(self._blocks_for(len(s.token_ids)) - len(s.block_table) for s in seqs)
+        return sum(self._blocks_for(len(s.token_ids) + s.lookahead) - len(s.block_table) for s in seqs)
 
     def append(self, seqs: list[Sequence]) -> None:
         """Make room for the tokens appended since the last step (one per view while decoding)."""
         for seq in seqs:
-            self._grow(seq, len(seq.token_ids))
+            self._grow(seq, len(seq.token_ids) + seq.lookahead)
+
+    def take(self, n: int) -> list[int]:
+        """n blocks outside any view (scratch space), each with one reference."""
+        blocks = [self.free_blocks.popleft() for _ in range(n)]
+        for b in blocks:
+            self.ref_counts[b] = 1
+        return blocks
+
+    def release(self, blocks: list[int]) -> None:
+        for b in blocks:
+            self.ref_counts[b] -= 1
+            if self.ref_counts[b] == 0:
+                self.free_blocks.append(b)
 
     def free(self, seqs: list[Sequence]) -> None:
         for seq in seqs:
@@ -110,12 +123,13 @@ class KVPools:
         return split
 
     def can_allocate(self, group: SequenceGroup) -> bool:
-        return all(self.managers[m].num_blocks_to_allocate(seqs) <= self.managers[m].num_free_blocks
-                   for m, seqs in self._by_model(group).items())
+        return all(self.managers[m].num_blocks_to_allocate(seqs) + (group.num_scratch_blocks if m == "main" else 0)
+                   <= self.managers[m].num_free_blocks for m, seqs in self._by_model(group).items())
 
     def allocate(self, group: SequenceGroup) -> None:
         for m, seqs in self._by_model(group).items():
             self.managers[m].allocate(seqs)
+        group.scratch_blocks = self.managers["main"].take(group.num_scratch_blocks)
 
     def can_append(self, group: SequenceGroup) -> bool:
         return all(self.managers[m].num_blocks_to_append(seqs) <= self.managers[m].num_free_blocks
@@ -126,8 +140,12 @@ class KVPools:
             self.managers[m].append(seqs)
 
     def free(self, group: SequenceGroup, seqs: list[Sequence] | None = None) -> None:
+        """Free some views of a group, or (seqs None) the whole group with its scratch blocks."""
         for seq in group.seqs if seqs is None else seqs:
             self.managers[seq.model].free([seq])
+        if seqs is None:
+            self.managers["main"].release(group.scratch_blocks)
+            group.scratch_blocks = []
 
     @property
     def usage(self) -> float:

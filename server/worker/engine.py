@@ -20,6 +20,7 @@ from counterpoint.decoders import Decoder
 
 from ..worker_protocol import SamplingParams, TokenLogprob, TopLogprob
 from .block_manager import BlockManager, KVPools
+from .candidates import candidate_rows, commit, processed_pending
 from .detokenizer import Detokenizer
 from .fusion import FuseResult, StepBatch, fuse, jsd, prompt_logprobs
 from .model_runner import ModelRunner
@@ -102,6 +103,10 @@ class Engine:
         seqs = [Sequence(v.name, list(v.prompt_ids), len(v.prompt_ids), v.model, v.weak_rank)
                 for v in decoder.views()]
         assert seqs[0].view == "original"
+        scratch_blocks = 0
+        if getattr(decoder, "expands_candidates", False):  # contrastive search: room for k candidate rows
+            seqs[0].lookahead = 1
+            scratch_blocks = -(-decoder.params.top_k // self.config.block_size)
         longest = max(len(s.token_ids) for s in seqs)
         room = self.max_model_len - longest
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
@@ -110,7 +115,7 @@ class Engine:
             generator = torch.Generator(device=self.runner.device).manual_seed(sampling.seed + index)
         group = SequenceGroup(group_id, index, seqs, sampling, decoder, self.eos_token_ids, max_tokens,
                               generator=generator, wants_prompt_logprobs=sampling.prompt_logprobs is not None,
-                              diagnostics=diagnostics)
+                              diagnostics=diagnostics, num_scratch_blocks=scratch_blocks)
         self.groups[group_id] = group
         self.detokenizers[group_id] = Detokenizer(self.tokenizer, seqs[0].token_ids, sampling.stop,
                                                   sampling.skip_special_tokens)
@@ -136,12 +141,18 @@ class Engine:
         return self.postprocess(batch, fused, sampled)
 
     def run(self, groups: list[SequenceGroup]) -> StepBatch:
-        """One batched forward per model over every scheduled view."""
-        batch = StepBatch.build(groups, list(self.runners))
+        """One batched forward per model over every scheduled view (and contrastive-search candidates)."""
+        candidates = {}
+        for i, g in enumerate(groups):
+            d = g.decoder
+            if getattr(d, "expands_candidates", False) and d.pending is not None and g.seqs[0].num_new_tokens == 0:
+                tokens = d.propose(processed_pending(self.sampler, g))
+                candidates[i] = candidate_rows(g, tokens, self.config.block_size)
+        batch = StepBatch.build(groups, list(self.runners), candidates)
         for name, runner in self.runners.items():
             if batch.seqs[name]:
                 batch.outputs[name] = runner.run(batch.seqs[name], batch.prompt_rows[name],
-                                                 batch.layer_requests[name])
+                                                 batch.layer_requests[name], batch.hidden_rows[name])
         return batch
 
     def postprocess(self, batch: StepBatch, fused: FuseResult, sampled: SamplerOutput) -> list[StepOutput]:
@@ -153,7 +164,17 @@ class Engine:
             if g.wants_prompt_logprobs and batch.prompt_rows["main"]:
                 prompt_lps = self._prompt_logprobs(g, prompt_logprobs(batch, i))
                 g.wants_prompt_logprobs = False
+            if i in fused.silent and g.max_tokens > 0:  # contrastive search's prefill: no token yet
+                if prompt_lps is not None:
+                    outputs.append(StepOutput(g.group_id, g.index, [], "", None, prompt_lps, None,
+                                              g.seqs[0].num_prompt_tokens, 0))
+                continue
+            expanded = "cand:0" in batch.rows[i]
+            if expanded:
+                commit(self.runner.cache, g, g.decoder.selected)
             out = self._advance(g, i, sampled, prompt_lps)
+            if expanded:
+                g.seqs[0].num_computed_tokens = len(g.seqs[0].token_ids)  # its keys/values were committed
             if i in diag and out.token_ids:
                 out.changed, out.divergence = [diag[i][0]], [diag[i][1]]
             outputs.append(out)

@@ -24,19 +24,25 @@ class StepBatch:
     layers: list[dict[str, tuple[str, int]]] = field(default_factory=list)  # per group: layer key -> (model, i)
     layer_requests: dict[str, list[LayerRequest]] = field(default_factory=dict)  # model -> requests
     prompt_rows: dict[str, set[int]] = field(default_factory=dict)  # model -> rows that need every position
+    hidden_rows: dict[str, set[int]] = field(default_factory=dict)  # model -> rows whose hidden states are needed
     outputs: dict[str, ForwardOutput] = field(default_factory=dict)  # model -> its forward's output
 
     @classmethod
-    def build(cls, groups: list[SequenceGroup], models: list[str]) -> StepBatch:
+    def build(cls, groups: list[SequenceGroup], models: list[str],
+              candidates: dict[int, list[Sequence]] | None = None) -> StepBatch:
+        """`candidates`: group index -> the rows that replace its views this step (contrastive search)."""
         b = cls(groups, {m: [] for m in models}, layer_requests={m: [] for m in models},
-                prompt_rows={m: set() for m in models})
-        for g in groups:
+                prompt_rows={m: set() for m in models}, hidden_rows={m: set() for m in models})
+        for i, g in enumerate(groups):
             scoring = g.wants_prompt_logprobs and g.seqs[0].num_computed_tokens == 0
+            needs_hidden = getattr(g.decoder, "expands_candidates", False)
             rows: dict[str, tuple[str, int]] = {}
-            for seq in g.seqs:
+            for seq in (candidates or {}).get(i, g.seqs):
                 rows[seq.view] = (seq.model, len(b.seqs[seq.model]))
                 if scoring:
                     b.prompt_rows[seq.model].add(len(b.seqs[seq.model]))
+                if needs_hidden:
+                    b.hidden_rows[seq.model].add(len(b.seqs[seq.model]))
                 b.seqs[seq.model].append(seq)
             layers = {}
             for req in g.decoder.layer_logits():
@@ -73,10 +79,13 @@ class FuseResult:
     scores: torch.Tensor  # [G, V]
     original: torch.Tensor  # [G, V] the original view's own logits
     contrast: list[torch.Tensor | None]  # per group: the contrast logits it used, for diagnostics
+    silent: set[int] = field(default_factory=set)  # groups that emit no token this step (candidate prefill)
 
 
 def fuse(batch: StepBatch) -> FuseResult:
     groups = batch.groups
+    if any(getattr(g.decoder, "expands_candidates", False) for g in groups):
+        return _fuse_with_candidates(batch)
     original = torch.stack([batch.view(i, "original") for i in range(len(groups))])  # [G, V]
     by_method: dict[tuple, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
@@ -93,6 +102,49 @@ def fuse(batch: StepBatch) -> FuseResult:
         for k, c in zip(members, _rows(fused.contrast, len(members))):
             contrast[k] = c
     return FuseResult(scores, original, contrast)
+
+
+def _fuse_with_candidates(batch: StepBatch) -> FuseResult:
+    """Contrastive-search groups pick among their candidate rows; all others fuse as usual."""
+    groups = batch.groups
+    search = [i for i, g in enumerate(groups) if getattr(g.decoder, "expands_candidates", False)]
+    others = [i for i in range(len(groups)) if i not in search]
+    vocab = next(iter(batch.outputs.values())).logits.shape[-1]
+    scores, original = torch.empty(len(groups), vocab), torch.empty(len(groups), vocab)  # [G, V]
+    contrast: list[torch.Tensor | None] = [None] * len(groups)
+    silent: set[int] = set()
+    if others:
+        sub = StepBatch([groups[i] for i in others], batch.seqs, [batch.rows[i] for i in others],
+                        [batch.layers[i] for i in others], batch.layer_requests, batch.prompt_rows,
+                        batch.hidden_rows, batch.outputs)
+        part = fuse(sub)
+        scores[others], original[others] = part.scores, part.original
+        for k, i in enumerate(others):
+            contrast[i] = part.contrast[k]
+    expanding = [i for i in search if "cand:0" in batch.rows[i]]
+    for i in search:
+        if i not in expanding:  # prefill: remember the logits and hidden states, emit nothing yet
+            model, row = batch.rows[i]["original"]
+            out = batch.outputs[model]
+            groups[i].decoder.observe_prefill(out.logits[row], out.hidden[row])
+            scores[i] = original[i] = out.logits[row]
+            silent.add(i)
+    for (cls, _), members in _by_key([(i, groups[i]) for i in expanding]).items():
+        k = groups[members[0]].decoder.params.top_k
+        out = batch.outputs["main"]
+        rows = torch.tensor([[batch.rows[i][f"cand:{j}"][1] for j in range(k)] for i in members])  # [G_m, k]
+        hidden = torch.stack([out.hidden[int(r)][0] for r in rows.flatten()]).view(*rows.shape, -1)  # [G_m, k, H]
+        picked = cls.select([groups[i].decoder for i in members], out.logits[rows], hidden)
+        scores[torch.tensor(members)] = picked.scores
+        original[torch.tensor(members)] = torch.stack([groups[i].decoder.proposed for i in members])
+    return FuseResult(scores, original, contrast, silent)
+
+
+def _by_key(items: list[tuple[int, SequenceGroup]]) -> dict[tuple, list[int]]:
+    out: dict[tuple, list[int]] = defaultdict(list)
+    for i, g in items:
+        out[(type(g.decoder), g.decoder.batch_key())].append(i)
+    return out
 
 
 def _rows(t: torch.Tensor | None, n: int) -> list[torch.Tensor | None]:

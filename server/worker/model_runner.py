@@ -29,6 +29,7 @@ class ForwardOutput:
     logits: torch.Tensor  # [num_rows, vocab] at each row's last position, float32
     prompt_logits: dict[int, torch.Tensor]  # row -> [num_new_tokens, vocab] for rows that asked for all
     layer_logits: list[torch.Tensor]  # per LayerRequest: [vocab] (last position) or [num_new_tokens, vocab]
+    hidden: dict[int, torch.Tensor]  # row -> [num_new_tokens, hidden] last-layer states, for rows that asked
 
 
 class ModelRunner:
@@ -52,6 +53,8 @@ class ModelRunner:
             positions += range(start, end)
             table = seq.block_table
             slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
+            if seq.scratch_slot is not None:  # a candidate row: its one new token goes to scratch space
+                slots[-1] = seq.scratch_slot
             q_lens.append(end - start)
             ctx_lens.append(end)
         dev = self.device
@@ -69,9 +72,12 @@ class ModelRunner:
             return PagedBatch(self.cache, slot_mapping, slot_mapping[None], None, None, None, True)
         max_blocks = -(-max_ctx // bs)
         tables = torch.tensor([s.block_table[:max_blocks] + [0] * (max_blocks - len(s.block_table[:max_blocks]))
-                               for s in seqs], device=dev)  # [B, max_blocks]
+                               for s in seqs], device=dev)  # [B, max_blocks]; a candidate's last column is patched
         key_pos = torch.arange(max_ctx, device=dev)  # [K]
         kv_slots = tables[:, key_pos // bs] * bs + key_pos % bs  # [B, K]
+        for r, s in enumerate(seqs):
+            if s.scratch_slot is not None:
+                kv_slots[r, ctx_lens[r] - 1] = s.scratch_slot
         ctx = torch.tensor(ctx_lens, device=dev)  # [B]
         if max_q == 1 and min(ctx_lens) == max_ctx:
             return PagedBatch(self.cache, slot_mapping, kv_slots, None, None, None, False)
@@ -90,7 +96,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, seqs: list[Sequence], all_logits_rows: set[int] = frozenset(),
-            layer_requests: list[LayerRequest] = ()) -> ForwardOutput:
+            layer_requests: list[LayerRequest] = (), hidden_rows: set[int] = frozenset()) -> ForwardOutput:
         """Forward every row's uncomputed tokens; return last-position logits (and all, where asked)."""
         input_ids, position_ids, batch = self.prepare_inputs(seqs)
         q_lens = torch.tensor([s.num_new_tokens for s in seqs])  # [B]
@@ -101,7 +107,7 @@ class ModelRunner:
         try:
             out = self.model(input_ids=input_ids, position_ids=position_ids, paged=batch,
                              logits_to_keep=keep.to(self.device), use_cache=False,
-                             output_hidden_states=bool(layer_requests))
+                             output_hidden_states=bool(layer_requests or hidden_rows))
         finally:
             self.routing.weak_rank = None
         logits = out.logits[0].float()  # [len(keep), vocab]
@@ -111,9 +117,10 @@ class ModelRunner:
             prompt_logits[r] = logits[offset:offset + n]  # [q_len, vocab]
             offset += n
         layers = self._layer_logits(out.hidden_states, layer_requests, starts, last) if layer_requests else []
+        hidden = {r: out.hidden_states[-1][0, int(starts[r]):int(last[r]) + 1].float() for r in hidden_rows}
         for seq in seqs:
             seq.num_computed_tokens = len(seq.token_ids)
-        return ForwardOutput(logits[:len(seqs)], prompt_logits, layers)
+        return ForwardOutput(logits[:len(seqs)], prompt_logits, layers, hidden)
 
     def _weak_ranks(self, seqs: list[Sequence], q_lens: torch.Tensor) -> torch.Tensor | None:
         ranks = [-1 if s.weak_rank is None else s.weak_rank for s in seqs]

@@ -70,7 +70,7 @@ class Sampler:
         logprobs = top_ids = top_lps = None
         if t.max_logprobs >= 0:
             lp = torch.log_softmax(scores, dim=-1)  # [G, V]: the method's distribution, before sampling knobs
-        scores = self._suppress_until_min_tokens(scores, groups)
+        scores = self.suppress_until_min_tokens(scores, groups)
         if t.repetition_penalty is not None:
             scores = apply_repetition_penalty(scores, groups, t.repetition_penalty)
         chosen = scores.argmax(dim=-1)  # [G]
@@ -83,7 +83,7 @@ class Sampler:
                 top_lps, top_ids = lp.topk(t.max_logprobs, dim=-1)  # [G, k]
         return SamplerOutput(chosen.tolist(), logprobs, top_ids, top_lps)
 
-    def _suppress_until_min_tokens(self, scores: torch.Tensor, groups: list[SequenceGroup]) -> torch.Tensor:
+    def suppress_until_min_tokens(self, scores: torch.Tensor, groups: list[SequenceGroup]) -> torch.Tensor:
         rows, cols = [], []
         for i, g in enumerate(groups):
             if g.num_generated < g.sampling.min_tokens:

@@ -35,6 +35,8 @@ class Sequence:
     model: str = "main"  # which of the worker's models runs this view ("main" or "amateur")
     weak_rank: int | None = None  # MoE models: route every token to the expert of this rank only (scmoe)
     max_shared: int | None = None  # tokens at most that may share blocks with another view (images end it)
+    lookahead: int = 0  # cache slots kept allocated past the tokens (contrastive search fills one per step)
+    scratch_slot: int | None = None  # candidate rows only: the slot their one new token's keys/values go to
     num_computed_tokens: int = 0  # tokens whose keys/values are in the cache
     block_table: list[int] = field(default_factory=list)  # cache blocks in position order
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
@@ -62,6 +64,8 @@ class SequenceGroup:
     arrival_time: float = field(default_factory=time.monotonic)
     wants_prompt_logprobs: bool = False  # prompt logprobs still owed (cleared once sent)
     diagnostics: bool = False  # report how the contrast changed each token
+    num_scratch_blocks: int = 0  # cache blocks for transient candidate rows (contrastive search)
+    scratch_blocks: list[int] = field(default_factory=list)
     uid: int = field(default_factory=lambda: next(_group_uids))  # unique for the process's lifetime
 
     @property

@@ -274,3 +274,51 @@ def test_mixed_methods_in_one_batch_equal_each_alone(engine, tokenizer):
     assert [got[f"mix{i}"] for i in range(len(cases))] == alone
     for pool in engine.pools.managers.values():
         assert pool.num_free_blocks == pool.num_blocks
+
+
+def contrastive_reference(model, ids: list[int], k: int, alpha: float, steps: int) -> list[int]:
+    """transformers 4.x `_contrastive_search` at batch 1, restated without a cache."""
+    ids = list(ids)
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_hidden_states=True)
+        context, logits = out.hidden_states[-1][0], out.logits[0, -1]
+        result = []
+        for _ in range(steps):
+            top_p, top_i = torch.softmax(logits, -1).topk(k)
+            cand = [model(torch.tensor([ids + [int(t)]]), output_hidden_states=True) for t in top_i]
+            hidden = torch.stack([c.hidden_states[-1][0, -1] for c in cand])  # [k, H]
+            cos = (hidden / hidden.norm(dim=-1, keepdim=True)) @ (context / context.norm(dim=-1, keepdim=True)).T
+            best = int(((1 - alpha) * top_p - alpha * cos.max(-1).values).argmax())
+            ids.append(int(top_i[best]))
+            result.append(ids[-1])
+            context = torch.cat([context, hidden[best][None]])
+            logits = cand[best].logits[0, -1]
+    return result
+
+
+@pytest.mark.parametrize("params", [{}, {"top_k": 3, "penalty_alpha": 0.3}])
+def test_contrastive_search(engine, deep, tokenizer, params):
+    got, _ = run_method(engine, "contrastive_search", params, PROMPT)
+    k, alpha = params.get("top_k", 4), params.get("penalty_alpha", 0.6)
+    assert got == contrastive_reference(deep, tokenizer(PROMPT)["input_ids"], k, alpha, 12)
+    for pool in engine.pools.managers.values():
+        assert pool.num_free_blocks == pool.num_blocks
+
+
+def test_contrastive_search_beside_other_requests(engine, tokenizer):
+    from counterpoint.decoders import REGISTRY, RequestContext
+    from counterpoint.server.worker.factory import model_info
+    from counterpoint.server.worker_protocol import SamplingParams
+    alone = [run_method(engine, m, {}, p)[0] for m, p in (("contrastive_search", PROMPT), ("plain", "Hi"),
+                                                          ("contrastive_search", "Another prompt"))]
+    info = model_info(engine, "tiny", "amateur")
+    tokenize = lambda x: tokenizer(x)["input_ids"]
+    for i, (m, p) in enumerate((("contrastive_search", PROMPT), ("plain", "Hi"), ("contrastive_search", "Another prompt"))):
+        cls = REGISTRY[m]
+        engine.add(f"cs{i}", 0, cls(cls.Params(), RequestContext(tokenize(p), info, prompt=p, tokenize=tokenize)),
+                   SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))
+    got = {f"cs{i}": [] for i in range(3)}
+    while engine.has_work:
+        for out in engine.step():
+            got[out.group_id] += out.token_ids
+    assert [got[f"cs{i}"] for i in range(3)] == alone
