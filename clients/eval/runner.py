@@ -34,6 +34,7 @@ class ItemResult:
     scores: dict[str, float] = field(default_factory=dict)  # metric -> value; empty when the item failed
     error: str | None = None  # why the item failed, after retries
     answer: str | None = None  # the generated text (generation items)
+    logprobs: dict[str, float] | None = None  # multiple-choice items: each distinct choice's total log-prob
 
 
 @dataclass
@@ -146,7 +147,7 @@ async def score_mc(client: Client, item: MCItem, spec: MethodSpec, opts: Options
         scores["mc1"] = mc1([logprob[c] for c in item.mc1.choices], item.mc1.labels)
     if item.mc2:
         scores["mc2"] = mc2([logprob[c] for c in item.mc2.choices], item.mc2.labels)
-    return ItemResult(item.id, scores), tokens
+    return ItemResult(item.id, scores, logprobs=logprob), tokens
 
 
 async def score_gen(client: Client, item: GenItem, spec: MethodSpec, opts: Options) -> tuple[ItemResult, int]:
