@@ -22,15 +22,33 @@ def continuation_logprob(choice: dict[str, Any], prompt: str, context_len: int) 
     echoed text carries something before the prompt (a BOS rendered as text), offsets are shifted by it.
     """
     lp, text = choice["logprobs"], choice["text"]
+    tokens, offsets = lp["tokens"], lp["text_offset"]
     shift = len(text) - len(prompt) if text.endswith(prompt) else 0
-    boundary = shift + context_len
-    picked = [(tok, v) for tok, v, off in zip(lp["tokens"], lp["token_logprobs"], lp["text_offset"])
-              if off + len(tok) > boundary]
+    boundary = _boundary(tokens, offsets, len(text), shift + context_len, len(prompt) - context_len)
+    picked = [(tok, v) for tok, v, off in zip(tokens, lp["token_logprobs"], offsets) if off + len(tok) > boundary]
     if not picked:
         raise ValueError("the choice has no tokens of its own in the response")
     if any(v is None for _, v in picked):
         raise ValueError("the choice starts the prompt: its first token has no log-prob (give a context)")
     return float(sum(v for _, v in picked))
+
+
+def _boundary(tokens: list[str], offsets: list[int], text_len: int, start: int, choice_len: int) -> int:
+    """Where the choice begins, in `text_offset` coordinates.
+
+    Offsets count the characters of the token strings. A character split across tokens shows as U+FFFD in
+    each part, so offsets drift from the text after it. Anchor at the start when the context's tokens are
+    whole characters, else at the end when the choice's are; if both hold split characters, refuse.
+    """
+    end = offsets[-1] + len(tokens[-1]) if tokens else 0
+    if end == text_len:
+        return start
+    split = [off for tok, off in zip(tokens, offsets) if "\ufffd" in tok]
+    if split and min(split) >= start:  # only the choice holds split characters: the context's offsets hold
+        return start
+    if split and all(off + len(tok) <= end - choice_len for tok, off in zip(tokens, offsets) if "\ufffd" in tok):
+        return end - choice_len
+    raise ValueError("the response's text_offset does not match its text; cannot find where the choice starts")
 
 
 def mc1(logprobs: list[float], labels: list[int]) -> float:

@@ -54,6 +54,26 @@ def test_mc_scores_match_transformers(tiny_gateway, reference):
     assert run.tokens > 0
 
 
+def test_characters_split_across_tokens(tiny_gateway, reference):
+    """Multi-byte characters split over tokens (U+FFFD parts) in the context or in the choices still score right;
+    in both at once the item fails with a reason instead of a guess."""
+    cases = [("Q: Wö ünïcode 日本語?\nA:", [" Paris", " Lyon"]), ("Q: Capital of Japan?\nA:", [" 東京", " Tōkyō"]),
+             ("Q: ünïcode?\nA:", [" 日本", " Lyon"])]
+    items = [MCItem(id=str(i), context=ctx, mc2=ChoiceSet(choices=ch, labels=[1, 0]))
+             for i, (ctx, ch) in enumerate(cases)]
+
+    async def go():
+        async with httpx.AsyncClient(base_url=tiny_gateway.url, timeout=60) as http:
+            return await run_method(Client(http), items, MethodSpec("plain", {"method": "plain"}),
+                                    Options(model="tiny"), progress=False)
+    results = asyncio.run(go()).results
+    for (context, choices), result in zip(cases[:2], results):
+        assert result.error is None
+        for c in choices:
+            assert result.logprobs[c] == pytest.approx(reference(context, c), abs=1e-3)
+    assert "text_offset" in results[2].error
+
+
 def test_cli_prints_one_table_and_writes_json(tiny_gateway, gateway_client, tmp_path, capsys):
     task = tmp_path / "task.jsonl"
     records = [{"type": "mc", "id": f"m{i}", "prompt": CONTEXT, "choices": CHOICES[i:] + CHOICES[:i],

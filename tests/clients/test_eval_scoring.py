@@ -40,6 +40,21 @@ def test_text_echoed_before_the_prompt_shifts_the_boundary():
     assert continuation_logprob(c, prompt, len("Q: x\nA:")) == pytest.approx(-3.0)
 
 
+def test_offsets_that_drift_over_split_characters():
+    """Offsets count token-string characters; a character split over two tokens ("\ufffd", "\ufffd") is one
+    character of text but two of offsets. The boundary is anchored where the offsets still hold."""
+    prompt = "Q: ü?\nA: yes"  # context "Q: ü?\nA:" (8 characters); its "ü" is split
+    c = _choice(prompt, ["Q:", " \ufffd", "\ufffd", "?\nA:", " yes"], [None, -1.0, -2.0, -3.0, -4.0])
+    assert continuation_logprob(c, prompt, len("Q: ü?\nA:")) == pytest.approx(-4.0)
+    prompt = "Q: x\nA: ü"  # now the choice holds the split character
+    c = _choice(prompt, ["Q: x", "\nA:", " \ufffd", "\ufffd"], [None, -1.0, -2.0, -3.0])
+    assert continuation_logprob(c, prompt, len("Q: x\nA:")) == pytest.approx(-5.0)
+    prompt = "Q: ü\nA: ü"  # both: refused rather than guessed
+    c = _choice(prompt, ["Q: \ufffd", "\ufffd", "\nA:", " \ufffd", "\ufffd"], [None, -1.0, -2.0, -3.0, -4.0])
+    with pytest.raises(ValueError, match="text_offset"):
+        continuation_logprob(c, prompt, len("Q: ü\nA:"))
+
+
 def test_a_choice_without_context_is_refused():
     c = _choice("yes", ["yes"], [None])
     with pytest.raises(ValueError, match="no log-prob"):
