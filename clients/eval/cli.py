@@ -78,6 +78,8 @@ def main(ns: argparse.Namespace) -> int:
     summary = report.summarize(runs, ns.baseline)
     print(f"task {ns.task}: {len(items)} items, model {model}, {ns.url}")
     print(report.table(summary, ns.baseline))
+    for line in report.notes(summary):
+        print(line)
     if ns.json_out:
         doc = {"task": str(ns.task), "url": ns.url, "model": model, "items": len(items), "baseline": ns.baseline,
                "methods": summary,

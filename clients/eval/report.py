@@ -26,7 +26,8 @@ def _answered(run: MethodRun) -> bool:
 def _summary(run: MethodRun, base: MethodRun | None) -> dict[str, Any]:
     failed = [r for r in run.results if r.error is not None]
     out: dict[str, Any] = {
-        "method": run.method.label, "decoding": run.method.decoding, "items": len(run.results),
+        "method": run.method.label, "decoding": run.method.decoding, "resolved_decoding": run.resolved,
+        "items": len(run.results),
         "failed": len(failed), "error": None, "tokens": run.tokens, "seconds": round(run.seconds, 3),
         "tokens_per_s": run.tokens / run.seconds if run.seconds > 0 and run.tokens else None, "metrics": {},
         "failures": [{"id": r.id, "error": r.error} for r in failed],
@@ -48,6 +49,17 @@ def _summary(run: MethodRun, base: MethodRun | None) -> dict[str, Any]:
                 d, dlo, dhi = stats.paired_delta([values[i] for i in ids], [ref[i] for i in ids])
                 m["delta"], m["delta_ci"], m["delta_n"] = d, [dlo, dhi], len(ids)
         out["metrics"][name] = m
+    return out
+
+
+def notes(summary: list[dict[str, Any]]) -> list[str]:
+    """Methods the server answered under another method than asked (an A/B arm, or a server without `decoding`)."""
+    out = []
+    for s in summary:
+        asked = s["decoding"].get("method")
+        got = (s["resolved_decoding"] or {}).get("method", "plain")
+        if s["error"] is None and asked and got != asked:
+            out.append(f"note: {s['method']} was answered with method {got!r}, not {asked!r}")
     return out
 
 

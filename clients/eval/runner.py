@@ -43,6 +43,7 @@ class MethodRun:
     results: list[ItemResult]
     tokens: int  # tokens the server processed for this method: scored prompt tokens + generated tokens
     seconds: float  # wall time of this method's run
+    resolved: dict[str, Any] | None = None  # the `decoding` object the server reported (first answered item)
 
 
 @dataclass
@@ -99,13 +100,15 @@ def _transient(status: int | None) -> bool:
 async def run_method(client: Client, items: list[Item], spec: MethodSpec, opts: Options,
                      progress: bool = True) -> MethodRun:
     bar = tqdm(total=len(items), desc=spec.label, unit="item", disable=not progress, leave=False)
-    tokens = 0
+    tokens, resolved = 0, None
 
     async def one(item: Item) -> ItemResult:
-        nonlocal tokens
+        nonlocal tokens, resolved
         try:
-            result, used = await (score_mc if isinstance(item, MCItem) else score_gen)(client, item, spec, opts)
+            result, used, decoding = await (score_mc if isinstance(item, MCItem) else score_gen)(
+                client, item, spec, opts)
             tokens += used
+            resolved = resolved or decoding
         except RequestFailed as exc:
             result = ItemResult(item.id, error=str(exc))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -118,7 +121,7 @@ async def run_method(client: Client, items: list[Item], spec: MethodSpec, opts: 
         results = await asyncio.gather(*(one(item) for item in items))
     finally:
         bar.close()
-    return MethodRun(spec, list(results), tokens, time.monotonic() - started)
+    return MethodRun(spec, list(results), tokens, time.monotonic() - started, resolved)
 
 
 def _with_decoding(body: dict[str, Any], spec: MethodSpec) -> dict[str, Any]:
@@ -127,7 +130,7 @@ def _with_decoding(body: dict[str, Any], spec: MethodSpec) -> dict[str, Any]:
     return body
 
 
-async def score_mc(client: Client, item: MCItem, spec: MethodSpec, opts: Options) -> tuple[ItemResult, int]:
+async def score_mc(client: Client, item: MCItem, spec: MethodSpec, opts: Options) -> tuple[ItemResult, int, Any]:
     """Score every distinct choice by prompt scoring (echo, max_tokens 0), then MC1 and MC2."""
     texts, logprob, tokens = item.texts, {}, 0
     for start in range(0, len(texts), MAX_PROMPTS_PER_REQUEST):
@@ -147,10 +150,10 @@ async def score_mc(client: Client, item: MCItem, spec: MethodSpec, opts: Options
         scores["mc1"] = mc1([logprob[c] for c in item.mc1.choices], item.mc1.labels)
     if item.mc2:
         scores["mc2"] = mc2([logprob[c] for c in item.mc2.choices], item.mc2.labels)
-    return ItemResult(item.id, scores, logprobs=logprob), tokens
+    return ItemResult(item.id, scores, logprobs=logprob), tokens, resp.get("decoding")
 
 
-async def score_gen(client: Client, item: GenItem, spec: MethodSpec, opts: Options) -> tuple[ItemResult, int]:
+async def score_gen(client: Client, item: GenItem, spec: MethodSpec, opts: Options) -> tuple[ItemResult, int, Any]:
     """Greedy answer through chat completions, matched against accepted and known wrong answers."""
     messages = ([{"role": "system", "content": item.system}] if item.system else []) + \
         [{"role": "user", "content": item.prompt}]
@@ -161,4 +164,5 @@ async def score_gen(client: Client, item: GenItem, spec: MethodSpec, opts: Optio
     scores = {"accuracy": float(matches(answer, item.answers, opts.match))}
     if item.wrong:
         scores[item.wrong_metric] = float(matches(answer, item.wrong, opts.match))
-    return ItemResult(item.id, scores, answer=answer), resp.get("usage", {}).get("completion_tokens", 0)
+    used = resp.get("usage", {}).get("completion_tokens", 0)
+    return ItemResult(item.id, scores, answer=answer), used, resp.get("decoding")
