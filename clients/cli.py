@@ -10,3 +10,5 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the client commands to the `counterpoint` parser."""
+    from .eval import cli as eval_cli
+    eval_cli.register(sub)
