@@ -10,7 +10,7 @@ Three batch types, and who owns each:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -72,6 +72,7 @@ class Engine:
         self.runner = ModelRunner(model, self.cache)
         self.sampler = Sampler(self.vocab_size, device)
         self.groups: dict[str, SequenceGroup] = {}
+        self.num_rows_by_view: Counter[str] = Counter()  # forward rows run so far, by view name (metrics)
         self.detokenizers: dict[str, Detokenizer] = {}
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos = eos if eos is not None else tokenizer.eos_token_id
@@ -129,6 +130,7 @@ class Engine:
             if g.wants_prompt_logprobs and g.seqs[0].num_computed_tokens == 0:
                 prompt_rows.add(row)
             row += len(g.seqs)
+        self.num_rows_by_view.update(s.view for s in seqs)
         return self.runner.run(seqs, prompt_rows)
 
     def fuse(self, groups: list[SequenceGroup], out: ForwardOutput) -> torch.Tensor:
