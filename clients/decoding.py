@@ -9,6 +9,7 @@ are left out unless given. `diagnostics=True` asks each choice to report how muc
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 Decoding = dict[str, Any]
@@ -104,7 +105,7 @@ def parse(spec: str) -> Decoding:
     if method == "experiment":
         return experiment(rest)
     params: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?=\s*[A-Za-z_]\w*=)", rest)):  # commas before key=
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"expected key=value in {spec!r}, got {item!r}")

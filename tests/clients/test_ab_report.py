@@ -1,0 +1,58 @@
+"""`counterpoint ab-report` on an outcome log written by the real writer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from counterpoint.server.cli import main
+from counterpoint.server.outcomes import Outcome, OutcomeLog
+
+
+@pytest.fixture()
+def log_path(tmp_path):
+    path = tmp_path / "o.db"
+    log = OutcomeLog(str(path))
+
+    async def fill():
+        for arm, scores in (("control", [0, 0, 1, 0, 0, 1, 0, 0]), ("cd", [1, 1, 1, 0, 1, 1, 1, 1])):
+            for i, score in enumerate(scores):
+                cid = f"{arm}-{i}"
+                log.record(Outcome(id=cid, model="m", method="plain" if arm == "control" else "cd", latency=0.1 * i,
+                                   prompt_tokens=5, completion_tokens=7, ttft=0.01, experiment="exp", arm=arm))
+                await log.feedback(cid, score, None)
+        log.record(Outcome(id="outside", model="m", method="plain", latency=1))  # not in an experiment
+    asyncio.run(fill())
+    log.close()
+    return path
+
+
+def test_json_report(log_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["ab-report", "--log", str(log_path), "--json"])
+    assert done.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    exp = out["experiments"]["exp"]
+    assert exp["control"] == "control" and set(exp["arms"]) == {"control", "cd"}
+    assert exp["arms"]["cd"]["requests"] == 8 and exp["arms"]["cd"]["completion_tokens"] == 56
+    assert exp["arms"]["cd"]["feedback"]["mean"] == 0.875 and exp["arms"]["control"]["feedback"]["mean"] == 0.25
+    (cmp,) = exp["comparisons"]
+    assert cmp["arm"] == "cd" and cmp["difference"] == 0.625 and cmp["significant"] is True
+
+
+def test_text_report_and_config(log_path, tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f'outcome_log = "{log_path}"\n')
+    with pytest.raises(SystemExit) as done:
+        main(["ab-report", "--config", str(config)])
+    text = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "experiment exp (control: control)" in text and "cd vs control" in text and "SIGNIFICANT" in text
+
+
+def test_missing_log(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["ab-report", "--log", str(tmp_path / "none.db")])
+    assert done.value.code == 1 and "no outcome log" in capsys.readouterr().err
