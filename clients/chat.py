@@ -46,7 +46,8 @@ def diagnostics_line(choice_diag: Any, decoding: dict[str, Any] | None, marked: 
     return "contrast: the server returned no diagnostics"
 
 
-def reply(client: Client, messages: list[dict], args: argparse.Namespace, decoding: Any, out=sys.stdout) -> str:
+def reply(client: Client, messages: list[dict], args: argparse.Namespace, decoding: Any, out=None) -> str:
+    out = out or sys.stdout
     tty = out.isatty()
     extra = {"logprobs": True} if args.show_contrast else {}
     text, marked, resolved, choice_diag = [], 0, None, None
