@@ -106,7 +106,7 @@ def summarize(rows: list[Row]) -> ArmSummary:
 
 
 def pick_control(arms: list[str]) -> str:
-    return "control" if "control" in arms else sorted(arms)[0]
+    return "control" if "control" in arms else min(arms)
 
 
 def report(rows: Iterable[Row], controls: dict[str, str] | None = None) -> dict[str, ExperimentReport]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import textwrap
 import time
 from dataclasses import asdict, dataclass
@@ -50,10 +49,11 @@ def run_one(client: Client, spec: str, messages: list[dict], args: argparse.Name
 
 def side_by_side(results: list[Result], width: int) -> str:
     col = max(20, (width - 3 * (len(results) - 1)) // max(1, len(results)))
-    heads = [[r.spec, f"{r.latency:.2f}s total, ttft {'-' if r.ttft is None else f'{r.ttft:.2f}s'}, "
-              f"{r.completion_tokens} tok"] for r in results]
+    heads = [[r.spec, (f"{r.latency:.2f}s total, ttft {'-' if r.ttft is None else f'{r.ttft:.2f}s'}, "
+                       f"{r.completion_tokens} tok")] for r in results]
     bodies = [textwrap.wrap(f"ERROR: {r.error}" if r.error else r.text, col) or [""] for r in results]
-    cells = [sum((textwrap.wrap(h, col) for h in head), []) + ["-" * col] + body for head, body in zip(heads, bodies)]
+    cells = [[line for h in head for line in textwrap.wrap(h, col)] + ["-" * col] + body
+             for head, body in zip(heads, bodies)]
     height = max(len(c) for c in cells)
     return "\n".join(" | ".join((c[i] if i < len(c) else "").ljust(col) for c in cells).rstrip()
                      for i in range(height))
