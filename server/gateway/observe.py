@@ -37,13 +37,18 @@ class Observation:
         """Errors raised before streaming (400, 404, 429, 503 ...) end the observation with their status."""
         try:
             yield self
-        except APIError as exc:
-            self.outcome.status, self.outcome.finish_reason = exc.status, "error"
+        except Exception as exc:
+            self.outcome.status = exc.status if isinstance(exc, APIError) else 500
+            self.outcome.finish_reason = "error"
             self.finish()
             raise
 
-    async def watch(self, events: AsyncIterator[WorkerEvent], stream: int = 0) -> AsyncIterator[WorkerEvent]:
+    def watch(self, events: AsyncIterator[WorkerEvent], stream: int = 0) -> AsyncIterator[WorkerEvent]:
+        """Wrap stream number `stream`; counted as open from now, so no early stream finishes the request."""
         self.num_open += 1
+        return self._watch(events, stream)
+
+    async def _watch(self, events: AsyncIterator[WorkerEvent], stream: int) -> AsyncIterator[WorkerEvent]:
         try:
             async for ev in events:
                 self._see(ev, stream)

@@ -56,6 +56,14 @@ def test_streamed_completion_is_logged(ab_gateway, ab_client):
     assert row["completion_tokens"] == 5 and row["finish_reason"] == "length"
 
 
+def test_multi_prompt_completion_is_one_row_with_all_tokens(ab_gateway, ab_client):
+    body = ab_client.post("/v1/completions", json={"model": "tiny", "prompt": ["a b", "c d", "e f"], "max_tokens": 3,
+                                                   "temperature": 0, "ignore_eos": True}).json()
+    row = logged(ab_gateway)[body["id"]]
+    assert row["completion_tokens"] == 9 == body["usage"]["completion_tokens"]
+    assert row["prompt_tokens"] == body["usage"]["prompt_tokens"] and row["experiment"] is None
+
+
 def test_unknown_experiment_is_400_and_counted(ab_gateway, ab_client):
     r = ab_client.post("/v1/chat/completions", json={**CHAT, "decoding": {"experiment": "nope"}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "decoding.experiment"
