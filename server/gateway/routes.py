@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
 
+from .. import experiments
 from ..errors import APIError
 from ..protocol.chat import ChatCompletionRequest
 from ..protocol.completions import CompletionRequest
-from .. import experiments
 from .deps import Authorized, OutcomesDep, PoolDep, SettingsDep
 from .observe import Observation
 from .responses import StreamFailed, chat_chunks, chat_response, completion_chunks, completion_response
