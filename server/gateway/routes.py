@@ -86,4 +86,3 @@ async def health(pool: PoolDep) -> Response:
 @router.get("/metrics")
 async def prometheus() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
