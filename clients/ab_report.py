@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from typing import TYPE_CHECKING
 
@@ -19,18 +18,16 @@ WHERE c.experiment IS NOT NULL AND c.arm IS NOT NULL
 
 
 def load_rows(url: str, experiment: str | None = None) -> list[Row]:
-    from counterpoint.server.outcomes import sqlite_path
+    """The experiment rows of the log at `url` (a SQLite path, or a PostgreSQL URL)."""
+    from counterpoint.server.outcomes import Database
 
     from .ab_stats import Row
-    path = sqlite_path(url)
-    if not path.exists():
-        raise FileNotFoundError(f"no outcome log at {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = Database(url, create=False)
     try:
         query, args = (QUERY + " AND c.experiment = ?", (experiment,)) if experiment else (QUERY, ())
-        return [Row(*r) for r in conn.execute(query, args)]
+        return [Row(*r) for r in db.run(query, args)]
     finally:
-        conn.close()
+        db.close()
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -73,7 +70,7 @@ def _log_url(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         rows = load_rows(_log_url(args), args.experiment)
-    except (FileNotFoundError, ValueError, sqlite3.Error) as exc:
+    except Exception as exc:  # noqa: BLE001  (a missing file, a bad URL, any database error: one line, exit 1)
         print(f"ab-report: {exc}", file=sys.stderr)
         return 1
     from .ab_stats import as_json, report
@@ -84,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ab-report", help="A/B experiment report from the outcome log")
-    p.add_argument("--log", help="the outcome log (SQLite path); default: `outcome_log` of --config")
+    p.add_argument("--log", help="the outcome log (SQLite path or PostgreSQL URL); default: `outcome_log` of "
+                   "--config")
     p.add_argument("--config", help="the server's TOML config file")
     p.add_argument("--experiment", help="only this experiment")
     p.add_argument("--control", help="the arm the others are compared with (with --experiment; default: "

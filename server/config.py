@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     request_timeout: float = Field(600.0, gt=0)  # gateway -> worker, seconds
     threads: int | None = None  # torch intra-op threads in a worker; default: all cores
     experiments: dict[str, Experiment] = Field(default_factory=dict)  # A/B experiments by name
-    outcome_log: str | None = None  # SQLite file (or sqlite:/// URL) for one row per completion; None = off
+    outcome_log: str | None = None  # SQLite path or postgresql:// URL: one row per completion; None = off
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -9,12 +9,12 @@ import pytest
 
 from counterpoint.server.cli import main
 from counterpoint.server.outcomes import Outcome, OutcomeLog
+from tests.server.pg import running_postgres
 
 
-@pytest.fixture()
-def log_path(tmp_path):
-    path = tmp_path / "o.db"
-    log = OutcomeLog(str(path))
+def fill_log(url: str) -> None:
+    """8 rated completions per arm: control is rated 0.25 on average, cd 0.875."""
+    log = OutcomeLog(url)
 
     async def fill():
         for arm, scores in (("control", [0, 0, 1, 0, 0, 1, 0, 0]), ("cd", [1, 1, 1, 0, 1, 1, 1, 1])):
@@ -26,12 +26,27 @@ def log_path(tmp_path):
         log.record(Outcome(id="outside", model="m", method="plain", latency=1))  # not in an experiment
     asyncio.run(fill())
     log.close()
-    return path
+
+
+@pytest.fixture()
+def log_path(tmp_path):
+    fill_log(str(tmp_path / "o.db"))
+    return tmp_path / "o.db"
 
 
 def test_json_report(log_path, capsys):
+    check_json_report(str(log_path), capsys)
+
+
+def test_json_report_from_postgres(capsys):
+    with running_postgres() as url:
+        fill_log(url)
+        check_json_report(url, capsys)
+
+
+def check_json_report(url: str, capsys) -> None:
     with pytest.raises(SystemExit) as done:
-        main(["ab-report", "--log", str(log_path), "--json"])
+        main(["ab-report", "--log", url, "--json"])
     assert done.value.code == 0
     out = json.loads(capsys.readouterr().out)
     exp = out["experiments"]["exp"]

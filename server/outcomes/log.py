@@ -1,12 +1,12 @@
 """The outcome log: one row per completion, and the feedback stored against it.
 
 Writes never happen on the request path. `record` puts the row on a queue and returns; one writer thread
-owns the SQLite connection and commits in batches. `close` (the gateway's lifespan shutdown) drains the
+owns the database connection and commits in batches. `close` (the gateway's lifespan shutdown) drains the
 queue before it returns, so a clean shutdown loses nothing. Feedback goes through the same queue, after
 the completion it refers to, and its caller awaits the answer (found or not).
 
-Backends: SQLite (a path, or a `sqlite:///path` URL). A `postgresql://` URL, for several gateways sharing
-one log, is not implemented yet and is refused at startup with a clear message.
+Backends (see `db`): SQLite, a path or `sqlite:///path`; PostgreSQL, a `postgresql://` URL, when several
+gateways share one log.
 """
 
 from __future__ import annotations
@@ -15,27 +15,15 @@ import asyncio
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+from .db import Database
+
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS completions (
-    id TEXT PRIMARY KEY, time REAL NOT NULL, model TEXT NOT NULL, experiment TEXT, arm TEXT,
-    method TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-    ttft REAL, latency REAL NOT NULL, finish_reason TEXT, status INTEGER NOT NULL,
-    decoding TEXT, diagnostics TEXT);
-CREATE TABLE IF NOT EXISTS feedback (
-    completion_id TEXT PRIMARY KEY REFERENCES completions(id), time REAL NOT NULL, score REAL, label TEXT);
-CREATE INDEX IF NOT EXISTS completions_experiment ON completions(experiment, arm);
-"""
-
 
 @dataclass
 class Outcome:
@@ -65,32 +53,20 @@ class Outcome:
 
 COLUMNS = ("id", "time", "model", "experiment", "arm", "method", "prompt_tokens", "completion_tokens", "ttft",
            "latency", "finish_reason", "status", "decoding", "diagnostics")
-_INSERT = f"INSERT OR REPLACE INTO completions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-
-
-def sqlite_path(url: str) -> Path:
-    if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError("outcome_log: PostgreSQL is not implemented yet; use a SQLite path")
-    return Path(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)
-
-
-def connect(url: str) -> sqlite3.Connection:
-    path = sqlite_path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(SCHEMA)
-    return conn
+_INSERT = (f"INSERT INTO completions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+           "ON CONFLICT (id) DO NOTHING")
+_FEEDBACK = ("INSERT INTO feedback (completion_id, time, score, label) VALUES (?, ?, ?, ?) ON CONFLICT (completion_id) "
+             "DO UPDATE SET time = excluded.time, score = excluded.score, label = excluded.label")
 
 
 class OutcomeLog:
-    """A background writer in front of one SQLite file."""
+    """A background writer in front of one database."""
 
     def __init__(self, url: str, batch: int = 256):
         self.url = url
         self.batch = batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._conn = connect(url)
+        self._db = Database(url)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="outcome-log", daemon=True)
         self._thread.start()
@@ -99,8 +75,11 @@ class OutcomeLog:
         """Queue one row; never blocks on the disk."""
         if self._closed:  # a stream that outlived shutdown: still keep it
             log.warning("outcome %s recorded after close; writing it directly", outcome.id)
-            with connect(self.url) as conn:
-                conn.execute(_INSERT, outcome.row())
+            db = Database(self.url)
+            try:
+                db.run(_INSERT, outcome.row())
+            finally:
+                db.close()
             return
         self._queue.put(("completion", outcome.row(), None))
 
@@ -122,7 +101,7 @@ class OutcomeLog:
         self._queue.put(("stop", None, None))
         self._thread.join(timeout=60)
         self._closed = True
-        self._conn.close()
+        self._db.close()
 
     # ---- writer thread --------------------------------------------------------------------------
 
@@ -147,10 +126,10 @@ class OutcomeLog:
 
     def _write(self, items: list[tuple[str, Any, Future | None]]) -> bool:
         stop, answers = False, []
-        with self._conn:  # one transaction per batch
+        with self._db.transaction():  # one transaction per batch
             for kind, payload, done in items:
                 if kind == "completion":
-                    self._conn.execute(_INSERT, payload)
+                    self._db.run(_INSERT, payload)
                 elif kind == "feedback":
                     answers.append((done, self._store_feedback(payload)))
                 elif kind == "flush":
@@ -162,8 +141,7 @@ class OutcomeLog:
         return stop
 
     def _store_feedback(self, payload: tuple) -> bool:
-        if self._conn.execute("SELECT 1 FROM completions WHERE id = ?", payload[:1]).fetchone() is None:
+        if not self._db.run("SELECT 1 FROM completions WHERE id = ?", payload[:1]):
             return False
-        self._conn.execute("INSERT OR REPLACE INTO feedback (completion_id, time, score, label) VALUES (?, ?, ?, ?)",
-                           payload)
+        self._db.run(_FEEDBACK, payload)
         return True
