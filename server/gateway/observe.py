@@ -25,6 +25,8 @@ class Observation:
         self.num_open = 0
         self.last_token: dict[tuple[int, int], float] = {}  # (stream, choice) -> time of its last token
         self.diagnostics: dict[int, object] = {}
+        self.num_streamed = 0  # generated tokens seen in deltas: the count when no `done` arrives (cancelled)
+        self.num_done = 0
         self.is_finished = False
         metrics.IN_FLIGHT.inc()
 
@@ -64,6 +66,7 @@ class Observation:
             o.prompt_tokens += ev.prompt_tokens
         elif ev.type == "delta":
             if ev.token_ids:
+                self.num_streamed += len(ev.token_ids)
                 key = (stream, ev.index)
                 if o.ttft is None:
                     o.ttft = now - self.started
@@ -76,6 +79,7 @@ class Observation:
             if getattr(ev, "diagnostics", None) is not None:
                 self.diagnostics[ev.index] = ev.diagnostics
         elif ev.type == "done":
+            self.num_done += 1
             o.completion_tokens += ev.completion_tokens
             if ev.decoding is not None:
                 o.decoding = ev.decoding.model_dump()
@@ -88,6 +92,8 @@ class Observation:
         self.is_finished = True
         o = self.outcome
         o.latency = time.monotonic() - self.started
+        if self.num_done == 0:
+            o.completion_tokens = self.num_streamed
         o.diagnostics = self.diagnostics or (o.decoding or {}).get("params", {}).get("diagnostics")
         metrics.IN_FLIGHT.dec()
         metrics.REQUESTS.labels(o.model, o.method, o.arm or "", str(o.status)).inc()

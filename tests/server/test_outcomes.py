@@ -34,7 +34,7 @@ def log_url(request, tmp_path):
 def rows(url, table="completions") -> list[dict]:
     db = Database(str(url))
     try:
-        names = [c for c in COLUMNS] if table == "completions" else ["completion_id", "time", "score", "label"]
+        names = list(COLUMNS) if table == "completions" else ["completion_id", "time", "score", "label"]
         return [dict(zip(names, r)) for r in db.run(f"SELECT {', '.join(names)} FROM {table}")]
     finally:
         db.close()

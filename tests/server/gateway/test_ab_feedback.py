@@ -150,3 +150,25 @@ def test_shutdown_with_requests_in_flight_loses_nothing(tmp_path):
     conn.close()
     assert len(ids) == 4 and pool.num_open == 4
     assert {stored[i] for i in ids} == {(10, "length")}
+
+
+def test_client_leaving_mid_stream_is_logged_as_cancelled(tmp_path):
+    from counterpoint.server.gateway.app import create_app
+    pool = GatedPool()  # the gate stays shut: the answer never gets past its first token
+    app = create_app(ab_settings("http://unused", tmp_path / "o.db"), pool=pool)
+    with ThreadServer(app) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as c, c.stream(
+                "POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+            cid = json.loads(next(r.iter_lines())[6:])["id"]
+        row = None
+        for _ in range(200):  # the gateway notices the disconnect on its next receive
+            app.state.outcomes.flush()
+            conn = sqlite3.connect(tmp_path / "o.db")
+            row = conn.execute("SELECT finish_reason, completion_tokens FROM completions WHERE id = ?",
+                               (cid,)).fetchone()
+            conn.close()
+            if row:
+                break
+            time.sleep(0.05)
+        pool.gate.set()
+    assert row == ("cancelled", 1)
