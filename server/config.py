@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from .experiments import Experiment
+
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
 
@@ -38,6 +40,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 << 20, ge=1024)  # larger request bodies get 413
     request_timeout: float = Field(600.0, gt=0)  # gateway -> worker, seconds
     threads: int | None = None  # torch intra-op threads in a worker; default: all cores
+    experiments: dict[str, Experiment] = Field(default_factory=dict)  # A/B experiments by name
+    outcome_log: str | None = None  # SQLite path or postgresql:// URL: one row per completion; None = off
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -11,8 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import experiments
 from ..config import Settings
 from ..errors import APIError, error_body
+from ..outcomes import OutcomeLog
+from . import feedback
 from .routes import router, v1
 from .workers import WorkerPool
 
@@ -21,18 +24,24 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
     pool = pool or WorkerPool(settings.worker_urls, timeout=settings.request_timeout)
+    experiments.check(settings.experiments)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.outcomes = OutcomeLog(settings.outcome_log) if settings.outcome_log else None
         await pool.start()
         yield
         await pool.close()
+        if app.state.outcomes is not None:
+            app.state.outcomes.close()  # drains the queue: a clean shutdown loses no row
 
     app = FastAPI(title="counterpoint", lifespan=lifespan)
     app.state.settings = settings
     app.state.pool = pool
+    app.state.outcomes = None
     app.include_router(router)
     app.include_router(v1)
+    app.include_router(feedback.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from ..config import Settings
 from ..errors import APIError
+from ..outcomes import OutcomeLog
 from .workers import WorkerPool
 
 
@@ -33,3 +34,10 @@ def check_api_key(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[WorkerPool, Depends(get_pool)]
 Authorized = Depends(check_api_key)
+
+
+def get_outcomes(request: Request) -> OutcomeLog | None:
+    return request.app.state.outcomes
+
+
+OutcomesDep = Annotated[OutcomeLog | None, Depends(get_outcomes)]

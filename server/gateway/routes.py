@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
 
+from .. import experiments
 from ..errors import APIError
 from ..protocol.chat import ChatCompletionRequest
 from ..protocol.completions import CompletionRequest
-from . import metrics
-from .deps import Authorized, PoolDep
+from .deps import Authorized, OutcomesDep, PoolDep, SettingsDep
+from .observe import Observation
 from .responses import StreamFailed, chat_chunks, chat_response, completion_chunks, completion_response
 
 router = APIRouter()
@@ -31,35 +32,39 @@ def _stream(chunks, headers: dict[str, str]) -> EventSourceResponse:
 
 
 @v1.post("/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, pool: PoolDep) -> Response:
-    rid, created, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), time.monotonic()
-    gen = req.to_worker(rid)
-    events = await pool.open(gen)
-    headers = _decoding_header(gen.decoding)
-    if req.stream:
-        return _stream(chat_chunks(req, rid, created, events), headers)
-    try:
-        body = await chat_response(req, rid, created, events)
-    except StreamFailed as exc:
-        raise APIError(exc.event.status, exc.event.message or "generation failed") from exc
-    _count("chat", req.model, gen.decoding.method, body["usage"], started)
-    return JSONResponse(body, headers=headers)
+async def chat_completions(req: ChatCompletionRequest, pool: PoolDep, settings: SettingsDep,
+                           outcomes: OutcomesDep) -> Response:
+    rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    with Observation(rid, req.model, outcomes).failures() as obs:
+        gen = experiments.to_worker(req, rid, settings.experiments)
+        obs.resolved(gen.decoding)
+        events = obs.watch(await pool.open(gen))
+        headers = _decoding_header(gen.decoding)
+        if req.stream:
+            return _stream(chat_chunks(req, rid, created, events), headers)
+        try:
+            body = await chat_response(req, rid, created, events)
+        except StreamFailed as exc:
+            raise APIError(exc.event.status, exc.event.message or "generation failed") from exc
+        return JSONResponse(body, headers=headers)
 
 
 @v1.post("/completions")
-async def completions(req: CompletionRequest, pool: PoolDep) -> Response:
-    rid, created, started = f"cmpl-{uuid.uuid4().hex}", int(time.time()), time.monotonic()
-    gens = req.to_worker(rid)
-    streams = [await pool.open(g) for g in gens]
-    headers = _decoding_header(gens[0].decoding)
-    if req.stream:
-        return _stream(completion_chunks(req, rid, created, streams), headers)
-    try:
-        body = await completion_response(req, rid, created, streams)
-    except StreamFailed as exc:
-        raise APIError(exc.event.status, exc.event.message or "generation failed") from exc
-    _count("completions", req.model, gens[0].decoding.method, body["usage"], started)
-    return JSONResponse(body, headers=headers)
+async def completions(req: CompletionRequest, pool: PoolDep, settings: SettingsDep,
+                      outcomes: OutcomesDep) -> Response:
+    rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    with Observation(rid, req.model, outcomes).failures() as obs:
+        gens = experiments.to_worker(req, rid, settings.experiments)
+        obs.resolved(gens[0].decoding)
+        streams = [obs.watch(await pool.open(g), i) for i, g in enumerate(gens)]
+        headers = _decoding_header(gens[0].decoding)
+        if req.stream:
+            return _stream(completion_chunks(req, rid, created, streams), headers)
+        try:
+            body = await completion_response(req, rid, created, streams)
+        except StreamFailed as exc:
+            raise APIError(exc.event.status, exc.event.message or "generation failed") from exc
+        return JSONResponse(body, headers=headers)
 
 
 @v1.get("/models")
@@ -81,10 +86,3 @@ async def health(pool: PoolDep) -> Response:
 @router.get("/metrics")
 async def prometheus() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-def _count(endpoint: str, model: str, method: str, usage: dict, started: float) -> None:
-    metrics.REQUESTS.labels(endpoint, model, method, "200").inc()
-    metrics.LATENCY.labels(method).observe(time.monotonic() - started)
-    metrics.PROMPT_TOKENS.labels(model).inc(usage["prompt_tokens"])
-    metrics.GENERATION_TOKENS.labels(model).inc(usage["completion_tokens"])

@@ -11,6 +11,7 @@ Three batch types, and who owns each:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -82,6 +83,7 @@ class Engine:
         self.runner = self.runners["main"]
         self.sampler = Sampler(self.vocab_size, self.runner.device)
         self.groups: dict[str, SequenceGroup] = {}
+        self.num_rows_by_view: Counter[str] = Counter()  # forward rows run so far, by view name (metrics)
         self.detokenizers: dict[str, Detokenizer] = {}
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos = eos if eos is not None else tokenizer.eos_token_id
@@ -149,6 +151,8 @@ class Engine:
                 tokens = d.propose(processed_pending(self.sampler, g))
                 candidates[i] = candidate_rows(g, tokens, self.config.block_size)
         batch = StepBatch.build(groups, list(self.runners), candidates)
+        for seqs in batch.seqs.values():
+            self.num_rows_by_view.update(s.view.split(":")[0] for s in seqs)  # "cand:3" counts as "cand"
         for name, runner in self.runners.items():
             if batch.seqs[name]:
                 batch.outputs[name] = runner.run(batch.seqs[name], batch.prompt_rows[name],

@@ -142,7 +142,7 @@ def test_invalid_json_and_huge_body(gateway_client):
 def test_metrics_exposed(gateway_client):
     gateway_client.post("/v1/chat/completions", json=CHAT)
     text = gateway_client.get("/metrics").text
-    assert "counterpoint_requests_total" in text and "counterpoint_request_seconds_bucket" in text
+    assert "counterpoint_requests_total" in text and "counterpoint_e2e_request_latency_seconds_bucket" in text
 
 
 def test_api_key(tiny_worker):
