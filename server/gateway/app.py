@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
-from ..errors import APIError, error_body
+from ..errors import INTERNAL_TOKEN_HEADER, APIError, error_body, install_error_handlers
+from ..protocol.limits import Limits, LimitsContext
+from .deps import load_api_keys
 from .routes import router, v1
 from .workers import WorkerPool
 
-log = logging.getLogger(__name__)
+# On SIGTERM, let SSE streams finish (uvicorn's graceful shutdown, bounded by `shutdown_grace`) instead of
+# sse-starlette's default of cutting them at once.
+AppStatus.disable_automatic_graceful_drain()
 
 
 def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
     pool = pool or WorkerPool(settings.worker_urls, timeout=settings.request_timeout)
+    if settings.internal_token:
+        pool.client.headers[INTERNAL_TOKEN_HEADER] = settings.internal_token
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -31,38 +35,13 @@ def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
     app = FastAPI(title="counterpoint", lifespan=lifespan)
     app.state.settings = settings
     app.state.pool = pool
+    app.state.api_keys = load_api_keys(settings)
     app.include_router(router)
     app.include_router(v1)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    _install_error_handlers(app)
+    app.add_middleware(LimitsContext, limits=Limits.from_settings(settings))
+    install_error_handlers(app, retry_after=settings.retry_after)
     return app
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        msg = err.get("msg", "invalid request")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field (not supported by this server)"
-        elif err.get("type") == "json_invalid":
-            msg = "the body is not valid JSON"
-        return JSONResponse(error_body(400, f"{'.'.join(loc) + ': ' if loc else ''}{msg}",
-                                       ".".join(loc) or None), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body(500, "internal server error"), status_code=500)
 
 
 class BodyLimit:

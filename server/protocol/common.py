@@ -15,9 +15,7 @@ from counterpoint.decoders import REGISTRY, supported_methods
 
 from ..errors import APIError
 from ..worker_protocol import DecodingSpec, SamplingParams
-
-MAX_STOP_STRINGS = 16
-MAX_STOP_LENGTH = 256
+from .limits import current as limits
 
 
 class StreamOptions(BaseModel):
@@ -46,7 +44,7 @@ class SamplingFields(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: str | list[str] | None = Field(None, validate_default=True)  # normalised to a list
     stop_token_ids: list[int] | None = None
-    n: int = Field(1, ge=1, le=16)
+    n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
@@ -68,11 +66,34 @@ class SamplingFields(BaseModel):
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> list[str]:
         stops = [v] if isinstance(v, str) else list(v or [])
-        if len(stops) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
-        if any(not s or len(s) > MAX_STOP_LENGTH for s in stops):
-            raise ValueError(f"stop strings must be 1 to {MAX_STOP_LENGTH} characters")
+        if len(stops) > limits().max_stop:
+            raise ValueError(f"at most {limits().max_stop} stop strings")
+        if any(not s or len(s) > limits().max_stop_length for s in stops):
+            raise ValueError(f"stop strings must be 1 to {limits().max_stop_length} characters")
         return stops
+
+    @field_validator("max_tokens", "min_tokens")
+    @classmethod
+    def _token_cap(cls, v: int | None) -> int | None:
+        if v is not None and v > limits().max_tokens_cap:
+            raise ValueError(f"must be at most {limits().max_tokens_cap}")
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _n_cap(cls, v: int) -> int:
+        if v > limits().max_n:
+            raise ValueError(f"must be at most {limits().max_n}")
+        return v
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _stop_token_ids(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(v) > limits().max_stop_token_ids:
+            raise ValueError(f"at most {limits().max_stop_token_ids} stop_token_ids")
+        if v is not None and any(t < 0 for t in v):
+            raise ValueError("token ids must not be negative")
+        return v
 
     @model_validator(mode="after")
     def _unsupported(self) -> SamplingFields:

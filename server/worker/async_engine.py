@@ -52,6 +52,11 @@ class AsyncEngine:
     def num_waiting(self) -> int:
         return len(self.engine.scheduler.waiting)
 
+    @property
+    def num_queued(self) -> int:
+        """Groups accepted but not running: in the inbox or the scheduler's waiting queue (read on the loop)."""
+        return max(0, len(self._queues) - self.num_running)
+
     async def generate(self, group_id: str, add: Callable[[Engine], object]) -> AsyncIterator[StepOutput]:
         """Queue a group (`add` runs on the engine thread) and yield its outputs until it finishes.
 
@@ -96,7 +101,8 @@ class AsyncEngine:
             add(self.engine)
         except Exception as exc:
             log.exception("adding %s failed", group_id)
-            self._loop.call_soon_threadsafe(self._deliver_failure, group_id, f"{type(exc).__name__}: {exc}")
+            self._loop.call_soon_threadsafe(self._deliver_failure, group_id,
+                                            f"the request could not be started ({type(exc).__name__})")
 
     def _drain(self, block: bool) -> None:
         try:

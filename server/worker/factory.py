@@ -30,4 +30,4 @@ def build_worker_app(settings: Settings) -> FastAPI:
     from .app import create_app
     engine = build_engine(settings)
     name = settings.served_model_name or loader.default_model_name(settings.model)
-    return create_app(engine, model_info(engine, name))
+    return create_app(engine, model_info(engine, name), settings)
