@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
 
 from counterpoint.clients import cli as client_cli
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     if command == "worker" and args.get("port") is None:
         settings.port = settings.worker_port
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn drains on SIGTERM, then raises the signal again: end with cleanup (`finally`) and status 0
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     if command == "serve":
         from .serve import serve
         serve(settings)
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         run_worker(settings)
     else:
         run_gateway(settings)
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def run_worker(settings: Settings) -> None:

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import AppStatus
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from ..errors import INTERNAL_TOKEN_HEADER, APIError, error_body, install_error_handlers
+from ..errors import INTERNAL_TOKEN_HEADER, error_body, install_error_handlers
 from ..protocol.limits import Limits, LimitsContext
 from .deps import load_api_keys
 from .routes import router, v1
@@ -45,7 +45,7 @@ def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
 
 
 class BodyLimit:
-    """413 for bodies over the limit, by Content-Length or by counting a chunked body."""
+    """413 for bodies over the limit, by Content-Length or by counting a chunked body before the app reads it."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -57,17 +57,25 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _too_large(send, self.max_bytes)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
+        body, more = bytearray(), True
+        while more:  # buffer the body (FastAPI would anyway), refusing it as soon as it passes the limit
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise APIError(413, f"the request body is larger than {self.max_bytes} bytes")
-            return message
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await _too_large(send, self.max_bytes)
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:

@@ -40,7 +40,7 @@ class SamplingFields(BaseModel):
     max_tokens: int | None = Field(None, ge=0)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1)
+    top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: str | list[str] | None = Field(None, validate_default=True)  # normalised to a list
     stop_token_ids: list[int] | None = None
@@ -50,10 +50,17 @@ class SamplingFields(BaseModel):
     user: str | None = Field(None, max_length=256)
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     decoding: str | DecodingField | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if _has_lone_surrogate(data):
+            raise ValueError("the request contains invalid unicode (a lone surrogate escape such as \\ud800)")
+        return data
 
     @field_validator("temperature", "top_p", "repetition_penalty")
     @classmethod
@@ -132,6 +139,23 @@ class SamplingFields(BaseModel):
         except ValueError as exc:
             raise APIError(400, f"invalid {method} parameters: {_first_error(exc)}", "decoding") from exc
         return DecodingSpec(method=method, params=params.model_dump(), diagnostics=field.diagnostics)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if any string in a parsed JSON value cannot be encoded as UTF-8 (JSON allows "\\ud800")."""
+    if isinstance(value, str):
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _first_error(exc: Exception) -> str:

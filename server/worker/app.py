@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 
 from ..config import Settings
 from ..errors import INTERNAL_TOKEN_HEADER, APIError, install_error_handlers
@@ -33,6 +34,23 @@ class WorkerState:
     engine: AsyncEngine
     info: ModelInfo
     settings: Settings
+    num_admitted: int = 0  # groups accepted by /generate whose stream has not ended (running or waiting)
+
+
+class Admission:
+    """A request's place in the worker's bounded queue, taken before streaming and released once (idempotent)."""
+
+    def __init__(self, state: WorkerState, num_groups: int):
+        waiting = state.num_admitted - state.engine.num_running
+        if waiting >= state.settings.max_waiting:
+            raise APIError(429, f"the worker's queue is full ({waiting} requests waiting); retry shortly",
+                           code="queue_full", headers={"Retry-After": str(state.settings.retry_after)})
+        self.state, self.num_groups = state, num_groups
+        state.num_admitted += num_groups
+
+    def release(self) -> None:
+        self.state.num_admitted -= self.num_groups
+        self.num_groups = 0
 
 
 def create_app(engine: Engine, info: ModelInfo, settings: Settings | None = None) -> FastAPI:
@@ -67,11 +85,12 @@ def create_app(engine: Engine, info: ModelInfo, settings: Settings | None = None
     async def generate(req: GenerateRequest) -> StreamingResponse:
         if req.model != state.info.name:
             raise APIError(404, f"The model {req.model!r} does not exist on this worker.", "model", "model_not_found")
-        _check_queue(state)
         ids = prompt_ids(req, engine.tokenizer, state.info)
         decoders = [make_decoder(req, ids, state.info) for _ in range(req.sampling.n)]
         check_lengths(req, decoders[0], state.info)
-        return StreamingResponse(_stream(state, req, ids, decoders), media_type="application/x-ndjson")
+        admission = Admission(state, len(decoders))  # 429 when the queue is full
+        return StreamingResponse(_stream(state, req, ids, decoders, admission), media_type="application/x-ndjson",
+                                 background=BackgroundTask(admission.release))  # also when never iterated
 
     return app
 
@@ -85,18 +104,12 @@ def _internal_token(token: str | None):
     return check
 
 
-def _check_queue(state: WorkerState) -> None:
-    if state.engine.num_queued >= state.settings.max_waiting:
-        raise APIError(429, f"the worker's queue is full ({state.settings.max_waiting} requests waiting); "
-                            "retry shortly", code="queue_full",
-                       headers={"Retry-After": str(state.settings.retry_after)})
-
-
 def _line(event: WorkerEvent) -> str:
     return event.model_dump_json(exclude_defaults=True) + "\n"
 
 
-async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], decoders: list) -> AsyncIterator[str]:
+async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], decoders: list,
+                  admission: Admission) -> AsyncIterator[str]:
     tokenizer = state.engine.engine.tokenizer
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.settings.request_deadline
@@ -134,6 +147,7 @@ async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], deco
                                 decoding=req.decoding.model_copy(update={"params": {**req.decoding.params, **report}})
                                 if report else None))
     finally:
+        admission.release()
         for t in tasks:  # cancelling a pump leaves its engine iteration, which aborts the group and frees its blocks
             t.cancel()
 

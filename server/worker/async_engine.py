@@ -52,11 +52,6 @@ class AsyncEngine:
     def num_waiting(self) -> int:
         return len(self.engine.scheduler.waiting)
 
-    @property
-    def num_queued(self) -> int:
-        """Groups accepted but not running: in the inbox or the scheduler's waiting queue (read on the loop)."""
-        return max(0, len(self._queues) - self.num_running)
-
     async def generate(self, group_id: str, add: Callable[[Engine], object]) -> AsyncIterator[StepOutput]:
         """Queue a group (`add` runs on the engine thread) and yield its outputs until it finishes.
 
