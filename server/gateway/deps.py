@@ -24,9 +24,11 @@ def load_api_keys(settings: Settings) -> list[bytes]:
     """`api_key` plus every non-empty, non-comment line of `api_key_file`; empty means no key is needed."""
     keys = [settings.api_key] if settings.api_key else []
     if settings.api_key_file is not None:
-        for line in settings.api_key_file.read_text(encoding="utf-8").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                keys.append(line.strip())
+        in_file = [line.strip() for line in settings.api_key_file.read_text(encoding="utf-8").splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")]
+        if not in_file:  # an empty file must not silently open the server
+            raise ValueError(f"the API key file {settings.api_key_file} holds no key")
+        keys += in_file
     return [k.encode() for k in keys]
 
 

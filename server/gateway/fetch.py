@@ -15,6 +15,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Self
 
 import httpx
 
@@ -72,7 +73,7 @@ class ImageFetcher:
         self.client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
                                         timeout=policy.timeout)
 
-    async def __aenter__(self) -> ImageFetcher:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:

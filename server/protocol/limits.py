@@ -31,11 +31,12 @@ class Limits:
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
-_CURRENT: ContextVar[Limits] = ContextVar("counterpoint_limits", default=Limits())
+_DEFAULT = Limits()
+_CURRENT: ContextVar[Limits | None] = ContextVar("counterpoint_limits", default=None)
 
 
 def current() -> Limits:
-    return _CURRENT.get()
+    return _CURRENT.get() or _DEFAULT
 
 
 class LimitsContext:

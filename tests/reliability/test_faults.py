@@ -90,5 +90,5 @@ def test_sigterm_drains_in_flight_streams_then_exits_cleanly(served):
     assert json.loads(rest[-2])["usage"]["completion_tokens"] == LONG["max_tokens"]
     assert json.loads(rest[-3])["choices"][0]["finish_reason"] == "length"
     assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]
-    gone, alive = psutil.wait_procs(workers, timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive  # the workers were stopped too

@@ -11,8 +11,9 @@ from PIL import Image
 
 from .helpers import CHAT, assert_clean_error, assert_still_serving
 
-SMALL = dict(max_messages=2, max_content_parts=1, max_tokens_cap=8, max_n=2, max_stop=1, max_stop_length=3,
-             max_stop_token_ids=1, max_prompts=2, max_image_bytes=2000, max_image_pixels=100)
+SMALL = {"max_messages": 2, "max_content_parts": 1, "max_tokens_cap": 8, "max_n": 2, "max_stop": 1,
+         "max_stop_length": 3, "max_stop_token_ids": 1, "max_prompts": 2, "max_image_bytes": 2000,
+         "max_image_pixels": 100}
 
 
 def png(width: int, height: int) -> str:

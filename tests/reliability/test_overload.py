@@ -40,10 +40,10 @@ def slow(tiny_llama_dir):
         time.sleep(STEP_PAUSE)
         return step()
     engine.step = slow_step
-    with ThreadServer(worker_app) as worker:
-        with ThreadServer(create_app(Settings(worker_urls=[worker.url], retry_after=3))) as gateway:
-            with httpx.Client(base_url=gateway.url, timeout=60) as client:
-                yield client, engine, worker.url
+    with ThreadServer(worker_app) as worker, \
+            ThreadServer(create_app(Settings(worker_urls=[worker.url], retry_after=3))) as gateway, \
+            httpx.Client(base_url=gateway.url, timeout=60) as client:
+        yield client, engine, worker.url
 
 
 def _long(max_tokens: int, stream: bool = False) -> dict:
@@ -91,14 +91,14 @@ def test_disconnect_storm_frees_every_block(slow):
     url = str(client.base_url)
 
     def leave(i: int) -> int:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            with c.stream("POST", "/v1/chat/completions", json=_long(300, stream=True)) as r:
-                if r.status_code != 200:
-                    return r.status_code
-                for j, _ in enumerate(r.iter_lines()):
-                    if j >= i % 4:  # leave after 0 to 3 lines
-                        break
-                return 200
+        with httpx.Client(base_url=url, timeout=30) as c, \
+                c.stream("POST", "/v1/chat/completions", json=_long(300, stream=True)) as r:
+            if r.status_code != 200:
+                return r.status_code
+            for j, _ in enumerate(r.iter_lines()):
+                if j >= i % 4:  # leave after 0 to 3 lines
+                    break
+            return 200
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         codes = list(pool.map(leave, range(20)))
     assert set(codes) <= {200, 429} and 200 in codes

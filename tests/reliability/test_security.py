@@ -66,6 +66,9 @@ def test_api_key_and_key_file(tiny_worker, tmp_path):
             assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key"
         assert_clean_error(client.get("/v1/models"), 401)
         assert client.get("/health").status_code == 200
+    keys.write_text("# nothing here yet\n")
+    with pytest.raises(ValueError, match="holds no key"):
+        gateway(tiny_worker.url, api_key_file=keys)
 
 
 def test_worker_error_bodies_carry_no_internals(guarded_worker):

@@ -100,7 +100,8 @@ def test_redirect_limit():
 
 
 def test_size_type_status_and_time_limits():
-    big = lambda r: httpx.Response(200, content=b"x" * 2000, headers={"content-type": "image/png"})  # noqa: E731
+    def big(request):
+        return httpx.Response(200, content=b"x" * 2000, headers={"content-type": "image/png"})
     with pytest.raises(FetchError, match="larger than 1000"):
         fetch("http://images.example/", big, max_bytes=1000)
 
