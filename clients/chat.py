@@ -1,10 +1,9 @@
 """`counterpoint chat`: an interactive streaming chat in the terminal.
 
-With `--show-contrast` the request asks for diagnostics (and per-token logprobs, which carry the token
-texts), and the tokens the contrast changed are marked: reverse video on a terminal, `[[...]]` otherwise.
-Where the server flags tokens is read from, in order: a `contrast_changed` boolean on each
-`logprobs.content` entry, then on the chunk's delta or choice. A server that sends no flags gets plain
-text, and a summary line shows whatever per-choice diagnostics it did return.
+With `--show-contrast` the request asks for diagnostics: each streamed choice then carries
+`diagnostics: {"changed": [bool per token], "divergence": [JSD per token]}`, and the text of tokens whose
+choice the contrast changed is marked (reverse video on a terminal, `[[...]]` otherwise). A summary line
+follows each answer; a method without a contrast view (plain) reports none.
 """
 
 from __future__ import annotations
@@ -24,46 +23,37 @@ def mark(text: str, tty: bool) -> str:
     return f"\x1b[7m{text}\x1b[0m" if tty else f"[[{text}]]"
 
 
-def render_choice(choice: dict[str, Any], tty: bool) -> tuple[str, int]:
-    """A streamed chunk's choice -> (text to print, tokens marked as changed by the contrast)."""
-    entries = (choice.get("logprobs") or {}).get("content") or []
-    if any("contrast_changed" in e for e in entries):
-        parts = [mark(e["token"], tty) if e.get("contrast_changed") else e["token"] for e in entries]
-        return "".join(parts), sum(bool(e.get("contrast_changed")) for e in entries)
+def render_choice(choice: dict[str, Any], tty: bool) -> tuple[str, list[bool], list[float]]:
+    """A streamed chunk's choice -> (text to print, per-token changed flags, per-token divergences)."""
     text = (choice.get("delta") or {}).get("content") or ""
-    flag = (choice.get("delta") or {}).get("contrast_changed", choice.get("contrast_changed"))
-    return (mark(text, tty), 1) if flag and text else (text, 0)
+    diag = choice.get("diagnostics") or {}
+    changed, divergence = diag.get("changed") or [], diag.get("divergence") or []
+    return (mark(text, tty) if any(changed) and text else text), changed, divergence
 
 
-def diagnostics_line(choice_diag: Any, decoding: dict[str, Any] | None, marked: int) -> str:
-    diag = choice_diag if choice_diag is not None else (decoding or {}).get("diagnostics")
-    if isinstance(diag, list):
-        diag = diag[0] if diag else None
-    if isinstance(diag, dict):
-        return "contrast: " + ", ".join(f"{k} {v}" for k, v in diag.items())
-    if marked:
-        return f"contrast changed {marked} token(s)"
-    return "contrast: the server returned no diagnostics"
+def diagnostics_line(changed: list[bool], divergence: list[float]) -> str:
+    if not changed:
+        return "contrast: the server returned no diagnostics"
+    mean = sum(divergence) / len(divergence) if divergence else 0.0
+    return f"contrast changed {sum(changed)} of {len(changed)} token(s), mean divergence {mean:.4f}"
 
 
 def reply(client: Client, messages: list[dict], args: argparse.Namespace, decoding: Any, out=None) -> str:
     out = out or sys.stdout
     tty = out.isatty()
-    extra = {"logprobs": True} if args.show_contrast else {}
-    text, marked, resolved, choice_diag = [], 0, None, None
+    text, changed, divergence = [], [], []
     for chunk in client.chat_stream(messages, model=args.model, decoding=decoding, temperature=args.temperature,
-                                    max_tokens=args.max_tokens, **extra):
-        resolved = resolved or (chunk.decoding.model_dump() if chunk.decoding else None)
+                                    max_tokens=args.max_tokens):
         for choice in chunk.model_dump()["choices"]:
-            shown, n = render_choice(choice, tty) if args.show_contrast else (choice["delta"].get("content") or "", 0)
-            marked += n
-            choice_diag = choice.get("diagnostics", choice_diag)
+            shown, flags, divs = render_choice(choice, tty)
+            changed += flags
+            divergence += divs
             text.append(choice["delta"].get("content") or "")
-            out.write(shown)
+            out.write(shown if args.show_contrast else text[-1])
             out.flush()
     out.write("\n")
     if args.show_contrast:
-        out.write(f"  ({diagnostics_line(choice_diag, resolved, marked)})\n")
+        out.write(f"  ({diagnostics_line(changed, divergence)})\n")
     return "".join(text)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import signal
 import sys
 
 from counterpoint.clients import cli as client_cli
@@ -17,6 +19,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on")
     p.add_argument("--api-key", dest="api_key", help="require this bearer key on /v1 requests")
+    p.add_argument("--api-key-file", dest="api_key_file", help="file of accepted bearer keys, one per line")
+    p.add_argument("--internal-token", dest="internal_token",
+                   help="shared gateway/worker secret (or COUNTERPOINT_INTERNAL_TOKEN); needed off loopback")
+    p.add_argument("--max-waiting", dest="max_waiting", type=int, help="requests a worker queues before 429")
+    p.add_argument("--request-deadline", dest="request_deadline", type=float, help="seconds a request may take")
+    p.add_argument("--shutdown-grace", dest="shutdown_grace", type=float,
+                   help="SIGTERM: seconds to finish in-flight requests (default 30)")
 
 
 def _model(p: argparse.ArgumentParser) -> None:
@@ -59,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     if command == "worker" and args.get("port") is None:
         settings.port = settings.worker_port
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn drains on SIGTERM, then raises the signal again: end with cleanup (`finally`) and status 0
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     if command == "serve":
         from .serve import serve
         serve(settings)
@@ -68,14 +79,22 @@ def main(argv: list[str] | None = None) -> None:
         run_gateway(settings)
 
 
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def run_worker(settings: Settings) -> None:
     import torch
     import uvicorn
 
     from .worker.factory import build_worker_app
+    if not is_loopback(settings.host) and not settings.internal_token:
+        sys.exit("counterpoint worker: listening beyond loopback needs --internal-token "
+                 "(or COUNTERPOINT_INTERNAL_TOKEN), shared with the gateway")
     torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     app = build_worker_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=settings.shutdown_grace)
 
 
 def run_gateway(settings: Settings) -> None:
@@ -84,7 +103,15 @@ def run_gateway(settings: Settings) -> None:
     from .gateway.app import create_app
     if not settings.worker_urls:
         sys.exit("counterpoint gateway: give at least one --worker URL")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=settings.shutdown_grace)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

@@ -42,6 +42,28 @@ class Settings(BaseSettings):
     threads: int | None = None  # torch intra-op threads in a worker; default: all cores
     experiments: dict[str, Experiment] = Field(default_factory=dict)  # A/B experiments by name
     outcome_log: str | None = None  # SQLite path or postgresql:// URL: one row per completion; None = off
+    # ---- limits (each refused with an OpenAI-style 400 unless noted) ----
+    max_messages: int = Field(512, ge=1)  # chat messages per request
+    max_content_parts: int = Field(64, ge=1)  # content parts per message
+    max_prompts: int = Field(64, ge=1)  # prompts per /v1/completions request
+    max_tokens_cap: int = Field(32768, ge=1)  # max_tokens / max_completion_tokens / min_tokens at most
+    max_n: int = Field(16, ge=1)  # choices per request
+    max_stop: int = Field(16, ge=0)  # stop strings per request
+    max_stop_length: int = Field(256, ge=1)  # characters per stop string
+    max_stop_token_ids: int = Field(64, ge=0)  # stop_token_ids per request
+    max_image_bytes: int = Field(10 << 20, ge=1)  # decoded image bytes (data URL or fetched)
+    max_image_pixels: int = Field(4096 * 4096, ge=1)  # width x height of one image
+    # ---- overload and faults ----
+    max_waiting: int = Field(256, ge=1)  # requests waiting in a worker's queue; past it, 429 with Retry-After
+    retry_after: int = Field(1, ge=1)  # seconds suggested in Retry-After
+    request_deadline: float = Field(600.0, gt=0)  # a worker ends a request after this many seconds (504)
+    shutdown_grace: float = Field(30.0, ge=0)  # SIGTERM: seconds to drain in-flight requests before exiting
+    # ---- security ----
+    api_key_file: Path | None = None  # keys, one per line (# comments), accepted like api_key
+    internal_token: str | None = None  # shared gateway <-> worker secret; required by a non-loopback worker
+    fetch_allow_private: bool = False  # image URL fetching may reach private/loopback addresses (never metadata)
+    fetch_timeout: float = Field(10.0, gt=0)  # seconds for a whole image fetch, redirects included
+    fetch_max_redirects: int = Field(3, ge=0)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -51,6 +73,20 @@ class Settings(BaseSettings):
         if _CONFIG_FILE.get() is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_CONFIG_FILE.get()))
         return tuple(sources)
+
+
+WORKER_FIELDS = ("max_tokens_cap", "max_waiting", "retry_after", "request_deadline", "shutdown_grace",
+                 "internal_token", "max_num_seqs", "max_num_batched_tokens", "max_body_bytes")
+
+
+def worker_env(settings: Settings, environ: dict[str, str]) -> dict[str, str]:
+    """`environ` plus the settings a worker started by `serve` must share with the gateway, as variables."""
+    env = dict(environ)
+    for name in WORKER_FIELDS:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"COUNTERPOINT_{name.upper()}"] = str(value)
+    return env
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:

@@ -6,6 +6,8 @@ A supervisor thread restarts a worker that exits; the workers are stopped when t
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -14,7 +16,8 @@ import time
 import httpx
 import uvicorn
 
-from .config import Settings
+from .cli import is_loopback
+from .config import Settings, worker_env
 from .gateway.app import create_app
 from .worker import loader
 
@@ -32,10 +35,11 @@ class WorkerProcess:
                             ("--max-model-len", settings.max_model_len), ("--threads", settings.threads)):
             if value is not None:
                 self.args += [flag, str(value)]
+        self.env = worker_env(settings, dict(os.environ))  # limits and the internal token, shared with the gateway
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args)
+        self.proc = subprocess.Popen(self.args, env=self.env)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -75,6 +79,8 @@ def serve(settings: Settings) -> None:
     loader.resolve(settings.model)  # convert a GGUF once, here, not in every worker at the same time
     if settings.amateur:
         loader.resolve(settings.amateur)
+    if not settings.internal_token and not is_loopback(settings.worker_host):
+        settings.internal_token = secrets.token_urlsafe(32)  # workers reachable from outside answer only us
     workers = [WorkerProcess(settings, i) for i in range(settings.workers)]
     stop = threading.Event()
     try:
@@ -84,7 +90,8 @@ def serve(settings: Settings) -> None:
         threading.Thread(target=supervise, args=(workers, stop), daemon=True).start()
         settings.worker_urls = [w.url for w in workers]
         log.info("serving on http://%s:%d/v1", settings.host, settings.port)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    timeout_graceful_shutdown=settings.shutdown_grace)
     finally:
         stop.set()
         for w in workers:

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from sse_starlette.sse import AppStatus
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import experiments
 from ..config import Settings
-from ..errors import APIError, error_body
+from ..errors import INTERNAL_TOKEN_HEADER, error_body, install_error_handlers
 from ..outcomes import OutcomeLog
+from ..protocol.limits import Limits, LimitsContext
 from . import feedback
+from .deps import load_api_keys
 from .routes import router, v1
 from .workers import WorkerPool
 
-log = logging.getLogger(__name__)
+# On SIGTERM, let SSE streams finish (uvicorn's graceful shutdown, bounded by `shutdown_grace`) instead of
+# sse-starlette's default of cutting them at once.
+AppStatus.disable_automatic_graceful_drain()
 
 
 def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
     pool = pool or WorkerPool(settings.worker_urls, timeout=settings.request_timeout)
     experiments.check(settings.experiments)
+    if settings.internal_token:
+        pool.client.headers[INTERNAL_TOKEN_HEADER] = settings.internal_token
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -39,43 +43,18 @@ def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.outcomes = None
+    app.state.api_keys = load_api_keys(settings)
     app.include_router(router)
     app.include_router(v1)
     app.include_router(feedback.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    _install_error_handlers(app)
+    app.add_middleware(LimitsContext, limits=Limits.from_settings(settings))
+    install_error_handlers(app, retry_after=settings.retry_after)
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        msg = err.get("msg", "invalid request")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field (not supported by this server)"
-        elif err.get("type") == "json_invalid":
-            msg = "the body is not valid JSON"
-        return JSONResponse(error_body(400, f"{'.'.join(loc) + ': ' if loc else ''}{msg}",
-                                       ".".join(loc) or None), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body(500, "internal server error"), status_code=500)
-
-
 class BodyLimit:
-    """413 for bodies over the limit, by Content-Length or by counting a chunked body."""
+    """413 for bodies over the limit, by Content-Length or by counting a chunked body before the app reads it."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -87,17 +66,25 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _too_large(send, self.max_bytes)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
+        body, more = bytearray(), True
+        while more:  # buffer the body (FastAPI would anyway), refusing it as soon as it passes the limit
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise APIError(413, f"the request body is larger than {self.max_bytes} bytes")
-            return message
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await _too_large(send, self.max_bytes)
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:

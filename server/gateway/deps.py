@@ -1,4 +1,4 @@
-"""FastAPI dependencies of the gateway, as `Annotated` aliases."""
+"""FastAPI dependencies of the gateway, as `Annotated` aliases, and API key loading."""
 
 from __future__ import annotations
 
@@ -21,13 +21,28 @@ def get_pool(request: Request) -> WorkerPool:
     return request.app.state.pool
 
 
+def load_api_keys(settings: Settings) -> list[bytes]:
+    """`api_key` plus every non-empty, non-comment line of `api_key_file`; empty means no key is needed."""
+    keys = [settings.api_key] if settings.api_key else []
+    if settings.api_key_file is not None:
+        in_file = [line.strip() for line in settings.api_key_file.read_text(encoding="utf-8").splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")]
+        if not in_file:  # an empty file must not silently open the server
+            raise ValueError(f"the API key file {settings.api_key_file} holds no key")
+        keys += in_file
+    return [k.encode() for k in keys]
+
+
 def check_api_key(request: Request) -> None:
-    key = request.app.state.settings.api_key
-    if not key:
+    keys: list[bytes] = request.app.state.api_keys
+    if not keys:
         return
     header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(given.encode(), key.encode()):
+    given = (header[7:] if header.lower().startswith("bearer ") else "").encode()
+    matched = False
+    for key in keys:  # compare with every key, in constant time each, so timing says nothing about which
+        matched |= hmac.compare_digest(given, key)
+    if not matched:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 

@@ -88,8 +88,10 @@ class Diagnostics:
         self.changed += ev.changed or []
         self.divergence += ev.divergence or []
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any] | None:
         n = len(self.changed)
+        if not n:
+            return None  # the method has no contrast view (plain)
         return {"tokens": n, "changed_tokens": sum(self.changed),
                 "changed_positions": [i for i, c in enumerate(self.changed) if c],
                 "mean_divergence": sum(self.divergence) / n if n else 0.0}

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..errors import APIError
 from ..worker_protocol import GenerateRequest, TokenLogprob
 from .common import SamplingFields
-
-MAX_MESSAGES = 512
+from .images import check_image_url
+from .limits import current as limits
 
 
 class ContentPart(BaseModel):
@@ -19,12 +19,27 @@ class ContentPart(BaseModel):
     text: str | None = None
     image_url: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _image(self) -> ContentPart:
+        if self.type == "image_url":
+            if self.image_url is None:
+                raise ValueError("an image_url part needs `image_url`")
+            check_image_url(self.image_url.get("url"))
+        return self
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _part_count(cls, v):
+        if isinstance(v, list) and len(v) > limits().max_content_parts:
+            raise ValueError(f"at most {limits().max_content_parts} content parts per message")
+        return v
 
     def text(self, index: int) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -40,7 +55,7 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -48,7 +63,16 @@ class ChatCompletionRequest(SamplingFields):
 
     @field_validator("messages")
     @classmethod
-    def _not_all_empty(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+    def _message_count(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if len(v) > limits().max_messages:
+            raise ValueError(f"at most {limits().max_messages} messages")
+        return v
+
+    @field_validator("max_completion_tokens")
+    @classmethod
+    def _completion_cap(cls, v: int | None) -> int | None:
+        if v is not None and v > limits().max_tokens_cap:
+            raise ValueError(f"must be at most {limits().max_tokens_cap}")
         return v
 
     @model_validator(mode="after")

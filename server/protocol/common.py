@@ -15,9 +15,7 @@ from counterpoint.decoders import REGISTRY, supported_methods
 
 from ..errors import APIError
 from ..worker_protocol import DecodingSpec, SamplingParams
-
-MAX_STOP_STRINGS = 16
-MAX_STOP_LENGTH = 256
+from .limits import current as limits
 
 
 class StreamOptions(BaseModel):
@@ -42,20 +40,27 @@ class SamplingFields(BaseModel):
     max_tokens: int | None = Field(None, ge=0)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1)
+    top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: str | list[str] | None = Field(None, validate_default=True)  # normalised to a list
     stop_token_ids: list[int] | None = None
-    n: int = Field(1, ge=1, le=16)
+    n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     decoding: str | DecodingField | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if _has_lone_surrogate(data):
+            raise ValueError("the request contains invalid unicode (a lone surrogate escape such as \\ud800)")
+        return data
 
     @field_validator("temperature", "top_p", "repetition_penalty")
     @classmethod
@@ -68,11 +73,34 @@ class SamplingFields(BaseModel):
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> list[str]:
         stops = [v] if isinstance(v, str) else list(v or [])
-        if len(stops) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
-        if any(not s or len(s) > MAX_STOP_LENGTH for s in stops):
-            raise ValueError(f"stop strings must be 1 to {MAX_STOP_LENGTH} characters")
+        if len(stops) > limits().max_stop:
+            raise ValueError(f"at most {limits().max_stop} stop strings")
+        if any(not s or len(s) > limits().max_stop_length for s in stops):
+            raise ValueError(f"stop strings must be 1 to {limits().max_stop_length} characters")
         return stops
+
+    @field_validator("max_tokens", "min_tokens")
+    @classmethod
+    def _token_cap(cls, v: int | None) -> int | None:
+        if v is not None and v > limits().max_tokens_cap:
+            raise ValueError(f"must be at most {limits().max_tokens_cap}")
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _n_cap(cls, v: int) -> int:
+        if v > limits().max_n:
+            raise ValueError(f"must be at most {limits().max_n}")
+        return v
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _stop_token_ids(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(v) > limits().max_stop_token_ids:
+            raise ValueError(f"at most {limits().max_stop_token_ids} stop_token_ids")
+        if v is not None and any(t < 0 for t in v):
+            raise ValueError("token ids must not be negative")
+        return v
 
     @model_validator(mode="after")
     def _unsupported(self) -> SamplingFields:
@@ -111,6 +139,23 @@ class SamplingFields(BaseModel):
         except ValueError as exc:
             raise APIError(400, f"invalid {method} parameters: {_first_error(exc)}", "decoding") from exc
         return DecodingSpec(method=method, params=params.model_dump(), diagnostics=field.diagnostics)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if any string in a parsed JSON value cannot be encoded as UTF-8 (JSON allows "\\ud800")."""
+    if isinstance(value, str):
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _first_error(exc: Exception) -> str:

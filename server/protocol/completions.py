@@ -12,8 +12,7 @@ from pydantic import Field, field_validator
 
 from ..worker_protocol import GenerateRequest, TokenLogprob
 from .common import SamplingFields
-
-MAX_PROMPTS = 64
+from .limits import current as limits
 
 
 class CompletionRequest(SamplingFields):
@@ -28,8 +27,10 @@ class CompletionRequest(SamplingFields):
         if isinstance(v, list):
             if not v:
                 raise ValueError("prompt must not be empty")
-            if len(v) > MAX_PROMPTS and not isinstance(v[0], int):
-                raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
+            if len(v) > limits().max_prompts and not isinstance(v[0], int):
+                raise ValueError(f"at most {limits().max_prompts} prompts per request")
+            if isinstance(v[0], int) and any(t < 0 for t in v):
+                raise ValueError("token ids must not be negative")
         return v
 
     @field_validator("suffix")

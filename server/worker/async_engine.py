@@ -96,7 +96,8 @@ class AsyncEngine:
             add(self.engine)
         except Exception as exc:
             log.exception("adding %s failed", group_id)
-            self._loop.call_soon_threadsafe(self._deliver_failure, group_id, f"{type(exc).__name__}: {exc}")
+            self._loop.call_soon_threadsafe(self._deliver_failure, group_id,
+                                            f"the request could not be started ({type(exc).__name__})")
 
     def _drain(self, block: bool) -> None:
         try:

@@ -192,7 +192,8 @@ class Engine:
 
     def _diagnostics(self, groups: list[SequenceGroup], fused: FuseResult,
                      sampled: SamplerOutput) -> dict[int, tuple[bool, float]]:
-        rows = [i for i, g in enumerate(groups) if g.diagnostics]
+        rows = [i for i, g in enumerate(groups) if g.diagnostics  # a method without a contrast has nothing to say
+                and (fused.contrast[i] is not None or getattr(g.decoder, "expands_candidates", False))]
         if not rows:
             return {}
         idx = torch.tensor(rows)

@@ -37,4 +37,4 @@ def build_worker_app(settings: Settings) -> FastAPI:
     engine = build_engine(settings)
     name = settings.served_model_name or loader.default_model_name(settings.model)
     amateur_name = loader.default_model_name(settings.amateur) if settings.amateur else None
-    return create_app(engine, model_info(engine, name, amateur_name))
+    return create_app(engine, model_info(engine, name, amateur_name), settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jinja2 import TemplateError
 from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
@@ -46,8 +47,11 @@ def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: M
         try:
             ids = tokenizer.apply_chat_template(req.messages, add_generation_prompt=req.add_generation_prompt,
                                                 tokenize=True)
-        except Exception as exc:  # a template may reject a message order (e.g. two system messages)
-            raise APIError(400, f"the chat template rejected these messages: {exc}", "messages") from exc
+        except TemplateError as exc:  # a template may reject a message order (e.g. two system messages)
+            raise APIError(400, f"the chat template rejected these messages: {exc.message or 'invalid'}",
+                           "messages") from exc
+        except Exception as exc:  # no internals (paths, traces) in the answer
+            raise APIError(400, "the chat template could not render these messages", "messages") from exc
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         return list(ids)
     if isinstance(req.prompt, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
@@ -11,26 +12,30 @@ from counterpoint.clients.chat import diagnostics_line, render_choice
 from counterpoint.server.cli import main
 
 
-def test_marks_tokens_flagged_in_logprobs():
-    choice = {"delta": {"content": "Paris is"}, "logprobs": {"content": [
-        {"token": "Paris", "contrast_changed": True}, {"token": " is", "contrast_changed": False}]}}
-    assert render_choice(choice, tty=False) == ("[[Paris]] is", 1)
-    assert render_choice(choice, tty=True) == ("\x1b[7mParis\x1b[0m is", 1)
+def test_marks_tokens_the_contrast_changed():
+    choice = {"delta": {"content": "Paris"}, "diagnostics": {"changed": [True], "divergence": [0.3]}}
+    assert render_choice(choice, tty=False) == ("[[Paris]]", [True], [0.3])
+    assert render_choice(choice, tty=True) == ("\x1b[7mParis\x1b[0m", [True], [0.3])
+    kept = {"delta": {"content": " is"}, "diagnostics": {"changed": [False], "divergence": [0.01]}}
+    assert render_choice(kept, tty=False) == (" is", [False], [0.01])
+    assert render_choice({"delta": {"content": "Lyon"}}, tty=False) == ("Lyon", [], [])  # no diagnostics sent
 
 
-def test_marks_a_flagged_delta_and_degrades_without_flags():
-    assert render_choice({"delta": {"content": "Lyon", "contrast_changed": True}}, tty=False) == ("[[Lyon]]", 1)
-    assert render_choice({"delta": {"content": "Lyon"}, "contrast_changed": True}, tty=False) == ("[[Lyon]]", 1)
-    assert render_choice({"delta": {"content": "Lyon"}, "logprobs": {"content": [{"token": "Lyon"}]}},
-                         tty=False) == ("Lyon", 0)
+def test_chat_marks_changed_tokens_live(tiny_gateway, monkeypatch, capsys):
+    lines = iter(["I think it is 5. What is 2 + 2?", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    with pytest.raises(SystemExit):
+        main(["chat", "--url", tiny_gateway.url, "--max-tokens", "6", "--temperature", "0", "--show-contrast",
+              "--method", "cd:amateur=layer:0"])
+    out = capsys.readouterr().out
+    found = re.search(r"contrast changed (\d+) of (\d+) token\(s\), mean divergence ([0-9.]+)", out)
+    assert found and int(found[1]) <= int(found[2]) <= 6 and int(found[2]) > 0 and float(found[3]) > 0
 
 
 def test_diagnostics_summary():
-    assert diagnostics_line({"changed_tokens": 2, "mean_divergence": 0.1}, None, 0) == \
-        "contrast: changed_tokens 2, mean_divergence 0.1"
-    assert diagnostics_line(None, {"diagnostics": [{"changed_tokens": 1}]}, 0) == "contrast: changed_tokens 1"
-    assert diagnostics_line(None, {"diagnostics": True}, 3) == "contrast changed 3 token(s)"
-    assert diagnostics_line(None, None, 0) == "contrast: the server returned no diagnostics"
+    assert diagnostics_line([True, False, True], [0.1, 0.2, 0.3]) == \
+        "contrast changed 2 of 3 token(s), mean divergence 0.2000"
+    assert diagnostics_line([], []) == "contrast: the server returned no diagnostics"
 
 
 def test_chat_session(tiny_gateway, monkeypatch, capsys):

@@ -84,7 +84,7 @@ def test_cli_prints_one_table_and_writes_json(tiny_gateway, gateway_client, tmp_
     task.write_text("\n".join(json.dumps(r) for r in records))
     out = tmp_path / "result.json"
     with pytest.raises(SystemExit) as exit_:
-        counterpoint(["eval", "--url", tiny_gateway.url + "/v1", "--task", str(task), "--methods", "plain,dola",
+        counterpoint(["eval", "--url", tiny_gateway.url + "/v1", "--task", str(task), "--methods", "plain,scmoe",
                       "--json", str(out), "--concurrency", "3", "--max-tokens", "6", "--no-progress"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
@@ -92,12 +92,12 @@ def test_cli_prints_one_table_and_writes_json(tiny_gateway, gateway_client, tmp_
     rows = [line.split() for line in text.splitlines()[3:]]  # rows after the first of a method: no method cell
     assert rows[0][:3] == ["plain", "mc1", "3"] and rows[1][:2] == ["mc2", "3"]
     assert rows[2][:2] == ["accuracy", "2"] and rows[3][:2] == ["hallucination", "1"]
-    assert rows[4][:2] == ["dola", "error"] and "unknown decoding method" in text and len(rows) == 5
+    assert rows[4][:2] == ["scmoe", "error"] and "Mixture-of-Experts" in text and len(rows) == 5  # dense model
 
     doc = json.loads(out.read_text())
-    plain, dola = doc["methods"]
+    plain, scmoe = doc["methods"]
     assert doc["model"] == "tiny" and plain["failed"] == 0 and plain["tokens_per_s"] > 0
-    assert dola["error"].startswith("HTTP 400") and dola["failed"] == 5
+    assert scmoe["error"].startswith("HTTP 400") and scmoe["failed"] == 5
     answers = {r["id"]: r["answer"] for r in doc["results"]["plain"] if r["answer"] is not None}
     direct = gateway_client.post("/v1/chat/completions", json={
         "model": "tiny", "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 6,

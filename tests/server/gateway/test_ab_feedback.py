@@ -37,7 +37,7 @@ def test_experiment_arm_named_in_response_and_log(ab_gateway, ab_client):
     for r in bodies:
         assert r.status_code == 200, r.text
         assert r.json()["decoding"] | {"params": {}} == {"method": "plain", "params": {}, "experiment": "greedy-ab",
-                                                         "arm": expected, "diagnostics": False}
+                                                         "arm": expected, "diagnostics": False, "decided": {}}
         assert json.loads(r.headers["x-counterpoint-decoding"])["arm"] == expected
     row = logged(ab_gateway)[bodies[0].json()["id"]]
     assert (row["experiment"], row["arm"], row["method"], row["status"]) == ("greedy-ab", expected, "plain", 200)
