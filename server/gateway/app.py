@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
-    pool = pool or WorkerPool(settings.worker_urls, timeout=settings.request_timeout)
+    pool = pool or WorkerPool.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
