@@ -167,9 +167,11 @@ def test_retry_on_another_worker_when_nothing_was_streamed(workers):
     with gateway(workers, health_interval=3600) as gw:  # only the start-up check: a stays "healthy"
         wait_until(lambda: all(w.healthy for w in gw.pool.workers))
         a.kill()
-        responses = post_short(gw.url, num=6)
-        assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
-        assert gw.pool.by_url[a.url].served >= 1  # some were tried on a first, then retried on b
+        responses: list[httpx.Response] = []
+        while gw.pool.by_url[a.url].served == 0 and len(responses) < 60:  # ties are broken at random
+            responses += post_short(gw.url, num=3)
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        assert gw.pool.by_url[a.url].served >= 1  # tried on a first, then retried on b
         assert not gw.pool.by_url[a.url].healthy
         results = asyncio.run(streams_with_fault(gw.url, lambda: None, num=2))
         assert [r["done"] for r in results] == [True, True]
@@ -178,7 +180,7 @@ def test_retry_on_another_worker_when_nothing_was_streamed(workers):
 
 def test_frozen_worker_ends_its_streams_with_an_error_and_comes_back(workers):
     a, b = workers
-    with gateway(workers, health_interval=0.3, health_timeout=0.5, abort_after=3) as gw:
+    with gateway(workers, health_interval=0.3, health_timeout=1.0, abort_after=3) as gw:
         wait_until(lambda: all(w.healthy for w in gw.pool.workers))
         try:
             results = asyncio.run(streams_with_fault(gw.url, lambda: os.kill(a.proc.pid, signal.SIGSTOP)))
