@@ -58,3 +58,19 @@ def test_pool_follows_dns_records(tiny_worker):
     assert set(two) == {ipv4, ipv6} and two[ipv4] is True  # ::1 is not listened on: added, but not healthy
     assert set(failed) == {ipv4, ipv6}
     assert none == {}
+
+
+def test_gateway_from_settings_serves_through_a_dns_name(tiny_worker):
+    """`counterpoint gateway --worker-dns localhost:PORT`: settings -> pool -> a worker found by name."""
+    import httpx
+
+    from counterpoint.server.config import Settings
+    from counterpoint.server.gateway.app import create_app
+    from tests.conftest import ThreadServer
+
+    app = create_app(Settings(worker_dns=[f"localhost:{tiny_worker.port}"], health_interval=0.5))
+    with ThreadServer(app) as gateway:
+        assert f"http://127.0.0.1:{tiny_worker.port}" in app.state.pool.by_url
+        r = httpx.post(f"{gateway.url}/v1/completions", timeout=60,
+                       json={"model": "tiny", "prompt": "Hi", "max_tokens": 2, "temperature": 0})
+        assert r.status_code == 200, r.text
