@@ -38,9 +38,8 @@ def free_port() -> int:
 def tiny_model(path: Path) -> Path:
     """A 2-layer random Llama with the embedded model's tokenizer (as the tests build it)."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     from counterpoint.server.worker import loader
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     tokenizer = AutoTokenizer.from_pretrained(loader.resolve(loader.DEFAULT_MODEL))
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

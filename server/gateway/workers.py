@@ -174,8 +174,6 @@ class WorkerPool:
             except BaseException:  # the client went away while we waited
                 stream.close()
                 raise
-            if first is None:
-                continue  # the worker closed an empty stream: treat it as lost
             return stream.events(first)
         raise refused or APIError(503, "no worker could take the request; try again shortly", code="no_worker_ready")
 
@@ -222,7 +220,8 @@ class WorkerStream:
             self.queue.put_nowait(outcome)
 
     async def next(self) -> WorkerEvent | None:
-        """The next event; None at a clean end. Raises WorkerLost or the worker's refusal (APIError)."""
+        """The next event; None after `done`/`error`. Raises WorkerLost (also for a stream that ends without
+        either) or the worker's refusal (APIError)."""
         item = await self.queue.get()
         if item is _END:
             if not self.finished:

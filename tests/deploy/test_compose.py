@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 from compose_spec import PyOptions
-
 from counterpoint.server.cli import parser
 
 DEPLOY = Path(__file__).parents[2] / "deploy"

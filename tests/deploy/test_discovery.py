@@ -6,7 +6,6 @@ import asyncio
 import socket
 
 import pytest
-
 from counterpoint.server.cli import parser
 from counterpoint.server.gateway.discovery import parse_target, resolve_all
 from counterpoint.server.gateway.workers import WorkerPool
@@ -63,9 +62,9 @@ def test_pool_follows_dns_records(tiny_worker):
 def test_gateway_from_settings_serves_through_a_dns_name(tiny_worker):
     """`counterpoint gateway --worker-dns localhost:PORT`: settings -> pool -> a worker found by name."""
     import httpx
-
     from counterpoint.server.config import Settings
     from counterpoint.server.gateway.app import create_app
+
     from tests.conftest import ThreadServer
 
     app = create_app(Settings(worker_dns=[f"localhost:{tiny_worker.port}"], health_interval=0.5))

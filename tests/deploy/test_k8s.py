@@ -7,7 +7,6 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-
 from counterpoint.server.cli import parser
 from counterpoint.server.config import load_settings
 from counterpoint.server.gateway.discovery import parse_target
