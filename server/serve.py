@@ -46,7 +46,8 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, preexec_fn=_die_with_parent if _prctl else None)
+        # preexec_fn only calls prctl(2), resolved before the fork: safe with the gateway's threads running
+        self.proc = subprocess.Popen(self.args, preexec_fn=_die_with_parent if _prctl else None)  # noqa: PLW1509
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
