@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     gateway = sub.add_parser("gateway", help="start the gateway only, in front of running workers")
     _common(gateway)
     gateway.add_argument("--worker", dest="worker_urls", action="append", help="worker URL (repeatable)")
+    gateway.add_argument("--worker-dns", dest="worker_dns", action="append",
+                         help="NAME:PORT whose DNS records list the workers, re-resolved periodically (repeatable)")
     client_cli.register(sub)  # commands that talk to a running server: they set `func`
     return ap
 
@@ -101,8 +103,8 @@ def run_gateway(settings: Settings) -> None:
     import uvicorn
 
     from .gateway.app import create_app
-    if not settings.worker_urls:
-        sys.exit("counterpoint gateway: give at least one --worker URL")
+    if not settings.worker_urls and not settings.worker_dns:
+        sys.exit("counterpoint gateway: give at least one --worker URL or --worker-dns NAME:PORT")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                 timeout_graceful_shutdown=settings.shutdown_grace)
 

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     api_key: str | None = None  # when set, every /v1 request needs `Authorization: Bearer <key>`
     workers: int = Field(1, ge=1)  # worker processes `serve` starts
     worker_urls: list[str] = Field(default_factory=list)  # for `gateway`: the workers to route to
+    worker_dns: list[str] = Field(default_factory=list)  # for `gateway`: NAME:PORT resolving to every worker
+    health_interval: float = Field(2.0, gt=0)  # gateway: seconds between worker health checks
     worker_host: str = "127.0.0.1"  # where workers started by `serve` listen
     worker_port: int = 8100  # the first worker's port; the next ones count up
     kv_cache_gb: float = Field(1.0, gt=0)  # KV cache memory per worker

@@ -1,13 +1,17 @@
 """`counterpoint serve`: start the workers as child processes, wait until they answer, run the gateway.
 
-A supervisor thread restarts a worker that exits; the workers are stopped when the gateway stops.
+A supervisor thread restarts a worker that exits; the workers are stopped when the gateway stops, and on
+Linux they also get SIGTERM from the kernel when `serve` dies in any other way (uvicorn re-raises SIGTERM
+after its own shutdown, which skips `finally`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +26,13 @@ from .gateway.app import create_app
 from .worker import loader
 
 log = logging.getLogger("counterpoint.serve")
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None  # resolved before fork
+
+
+def _die_with_parent() -> None:
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class WorkerProcess:
@@ -39,7 +50,9 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, env=self.env)
+        # preexec_fn only calls prctl(2), resolved before the fork: safe with the gateway's threads running
+        self.proc = subprocess.Popen(self.args, env=self.env,
+                                     preexec_fn=_die_with_parent if _prctl else None)  # noqa: PLW1509
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

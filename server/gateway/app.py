@@ -25,7 +25,7 @@ AppStatus.disable_automatic_graceful_drain()
 
 
 def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
-    pool = pool or WorkerPool(settings.worker_urls, timeout=settings.request_timeout)
+    pool = pool or WorkerPool.from_settings(settings)
     experiments.check(settings.experiments)
     if settings.internal_token:
         pool.client.headers[INTERNAL_TOKEN_HEADER] = settings.internal_token
