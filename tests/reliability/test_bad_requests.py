@@ -114,7 +114,8 @@ CASES = [  # (id, method, path, json body or raw bytes, expected status, expecte
     ("unknown-path", "POST", "/v1/engines/tiny/completions", chat(), 404, None),
     ("unknown-decoding-method", "POST", "/v1/chat/completions", chat(decoding={"method": "magic"}), 400,
      "decoding.method"),
-    ("unknown-experiment", "POST", "/v1/chat/completions", chat(decoding={"experiment": "nope"}), 400, "decoding"),
+    ("unknown-experiment", "POST", "/v1/chat/completions", chat(decoding={"experiment": "nope"}), 400,
+     "decoding.experiment"),
     ("unknown-model", "POST", "/v1/chat/completions", chat(model="gpt-9"), 404, "model"),
     ("unknown-field", "POST", "/v1/chat/completions", chat(functions=[]), 400, "functions"),
     # negative numbers
