@@ -97,9 +97,8 @@ def test_dola_with_repetition_penalty(engine, deep, tokenizer):
     assert got == greedy_loop({"o": tokenizer(PROMPT)["input_ids"]}, score, 12)
 
 
-def test_lol(engine, deep, tiny_amateur_dir, tokenizer):
-    amateur = load(tiny_amateur_dir)  # 2 layers; expert has 6: j = 3 -> j' = round(3 * 2 / 6) = 1
-
+def lol_score(deep, amateur):
+    """LoL with the defaults: expert 6 layers, amateur 2: j = 3 -> j' = round(3 * 2 / 6) = 1."""
     def score(v):
         e, hs_e = last_logits(deep, v["e"], hidden=True)
         a, hs_a = last_logits(amateur, v["a"], hidden=True)
@@ -108,30 +107,23 @@ def test_lol(engine, deep, tiny_amateur_dir, tokenizer):
         lp = torch.log_softmax
         fused = (lp(e, -1) - lp(a, -1)) + 0.5 * (lp(el, -1) - lp(al, -1))
         return fused.masked_fill(~apc(e, 0.1), NEG)
+    return score
 
+
+def test_lol(engine, deep, tiny_amateur_dir, tokenizer):
     ids = tokenizer(PROMPT)["input_ids"]
     got, report = run_method(engine, "lol", {}, PROMPT)
     assert report["lower_layer"] == 3 and report["amateur_lower_layer"] == 1
-    assert got == greedy_loop({"e": list(ids), "a": list(ids)}, score, 12)
+    assert got == greedy_loop({"e": list(ids), "a": list(ids)}, lol_score(deep, load(tiny_amateur_dir)), 12)
 
 
 def test_lol_refocus_goes_to_the_expert_only(engine, deep, tiny_amateur_dir, tokenizer):
-    amateur = load(tiny_amateur_dir)
     messages = [{"role": "user", "content": "Who wrote Hamlet?"}]
     refocus = "Answer truthfully."
     render = lambda m: list(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True)["input_ids"])
-
-    def score(v):
-        e, hs_e = last_logits(deep, v["e"], hidden=True)
-        a, hs_a = last_logits(amateur, v["a"], hidden=True)
-        el = deep.lm_head(deep.model.norm(hs_e[3][0, -1])).float()
-        al = amateur.lm_head(amateur.model.norm(hs_a[1][0, -1])).float()
-        lp = torch.log_softmax
-        return ((lp(e, -1) - lp(a, -1)) + 0.5 * (lp(el, -1) - lp(al, -1))).masked_fill(~apc(e, 0.1), NEG)
-
     got, _ = run_method(engine, "lol", {"refocus": refocus}, messages=messages)
     views = {"e": render([{"role": "system", "content": refocus}, *messages]), "a": render(messages)}
-    assert got == greedy_loop(views, score, 12)
+    assert got == greedy_loop(views, lol_score(deep, load(tiny_amateur_dir)), 12)
 
 
 @pytest.mark.parametrize("params", [{}, {"negative_prompt": "A boring list"}, {"guidance_scale": 3.0}])
