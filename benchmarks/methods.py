@@ -1,7 +1,7 @@
 """Per-token latency of every text method at batch 1 on the default model, relative to plain, in one run.
 
 For each method one request generates --tokens tokens (ignore_eos) through the engine; the time per token
-excludes the first step (prefill). The amateur for `cd`/`lol` is the default model cut to its first
+excludes the first step (prefill). Methods run in interleaved rounds and each keeps its best round. The amateur for `cd`/`lol` is the default model cut to its first
 --amateur-layers layers (real weights, a genuinely smaller model), and its own plain cost is measured too.
 Naive baselines run the way research code does: transformers `generate()` with a logits processor that runs
 the contrast view's own forward (with its own cache) inside the processor, one sequential pass per token.
@@ -78,12 +78,15 @@ def naive_ms_per_token(model, ids: list[int], processor, tokens: int) -> float:
     model.generation_config.eos_token_id = None
     run = lambda n, p: model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, pad_token_id=0,
                                       logits_processor=LogitsProcessorList([p()]) if p else None)
-    t = time.perf_counter()
-    run(1, processor)
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    run(tokens, processor)
-    return (time.perf_counter() - t - first) / (tokens - 1) * 1e3
+    per_token = []
+    for _ in range(2):  # best of two
+        t = time.perf_counter()
+        run(1, processor)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        run(tokens, processor)
+        per_token.append((time.perf_counter() - t - first) / (tokens - 1) * 1e3)
+    return min(per_token)
 
 
 def main() -> None:
@@ -91,6 +94,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--amateur-layers", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="benchmarks/results/methods.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,13 +105,18 @@ def main() -> None:
                     amateur=load(amateur_dir(model_dir, args.amateur_layers)))
     amateur_only = Engine(load(amateur_dir(model_dir, args.amateur_layers)), tok, EngineConfig(kv_cache_bytes=64 << 20))
     ms_per_token(engine, "plain", {}, 8)  # warm-up
-    plain = ms_per_token(engine, "plain", {}, args.tokens)
-    amateur_plain = ms_per_token(amateur_only, "plain", {}, args.tokens) / plain
+    best: dict[int, float] = {}
+    amateur_ms = float("inf")
+    for _ in range(args.rounds):  # interleaved rounds, best of each: a shared machine's noise only slows runs down
+        for k, (method, params, _target) in enumerate(METHODS):
+            best[k] = min(best.get(k, float("inf")), ms_per_token(engine, method, params, args.tokens))
+        amateur_ms = min(amateur_ms, ms_per_token(amateur_only, "plain", {}, args.tokens))
+    plain = best[0]
+    amateur_plain = amateur_ms / plain
     rows = []
-    for method, params, target in METHODS:
-        ms = plain if method == "plain" and not params else ms_per_token(engine, method, params, args.tokens)
+    for k, (method, params, target) in enumerate(METHODS):
         limit = 1.0 + amateur_plain + 0.15 if target == "amateur" else target
-        rows.append({"method": method, "params": params, "ms_per_token": ms, "x_plain": ms / plain,
+        rows.append({"method": method, "params": params, "ms_per_token": best[k], "x_plain": best[k] / plain,
                      "target_x": limit})
 
     ref = load(model_dir)
