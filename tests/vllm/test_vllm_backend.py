@@ -1,0 +1,81 @@
+"""The vLLM backend against the PyTorch backend on the embedded SmolLM2 in float32, through /generate."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import choices, generate
+
+PROMPTS = ["The capital of France is", "Once upon a time, in a small village,", "def fibonacci(n):"]
+CHAT = [{"role": "user", "content": "Name three colours of the rainbow."}]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_plain_greedy_equals_torch_backend(vllm_worker, torch_worker, prompt):
+    body = {"prompt": prompt, "sampling": {"temperature": 0, "max_tokens": 24, "logprobs": 2}}
+    ours, theirs = (choices(generate(w.url, body)[1])[0] for w in (torch_worker, vllm_worker))
+    assert theirs["ids"] == ours["ids"] and theirs["text"] == ours["text"]
+    assert theirs["finish"] == ours["finish"] == "length"
+    for a, b in zip(ours["logprobs"], theirs["logprobs"]):
+        assert a["token_id"] == b["token_id"] and a["logprob"] == pytest.approx(b["logprob"], abs=1e-3)
+        assert [t["token_id"] for t in a["top"]] == [t["token_id"] for t in b["top"]]
+
+
+@pytest.mark.parametrize("decoding", [
+    {"method": "cfg", "params": {"guidance_scale": 1.5, "negative_prompt": "Answer rudely."}},
+    {"method": "cfg", "params": {"guidance_scale": 3.0}},
+    {"method": "lqcd", "params": {"alpha": 1.0, "beta": 0.1}},
+])
+def test_paired_greedy_equals_torch_backend(vllm_worker, torch_worker, decoding):
+    body = {"messages": CHAT if decoding["method"] == "lqcd" else None,
+            "prompt": None if decoding["method"] == "lqcd" else PROMPTS[1],
+            "sampling": {"temperature": 0, "max_tokens": 20, "logprobs": 1}, "decoding": decoding}
+    if decoding["method"] == "lqcd":
+        body["messages"] = [{"role": "user", "content": "I think the answer is blue. What colour is the sky?"}]
+    ours, theirs = (choices(generate(w.url, body)[1])[0] for w in (torch_worker, vllm_worker))
+    assert theirs["ids"] == ours["ids"] and theirs["text"] == ours["text"]
+    assert theirs["finish"] == ours["finish"]
+    for a, b in zip(ours["logprobs"], theirs["logprobs"]):  # the method's fused distribution
+        assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-3)
+
+
+def test_cfg_changes_the_output_and_plain_rows_beside_it_are_untouched(vllm_worker):
+    plain = {"prompt": PROMPTS[0], "sampling": {"temperature": 0, "max_tokens": 16}}
+    cfg = {**plain, "decoding": {"method": "cfg", "params": {"guidance_scale": 4.0, "negative_prompt": "Paris"}}}
+    alone = choices(generate(vllm_worker.url, plain)[1])[0]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as pool:  # plain and cfg groups share vLLM's batch
+        results = list(pool.map(lambda b: choices(generate(vllm_worker.url, b)[1])[0], [plain, cfg, plain, cfg]))
+    assert results[0]["ids"] == results[2]["ids"] == alone["ids"]
+    assert results[1]["ids"] == results[3]["ids"] != alone["ids"]
+
+
+def test_stop_strings_n_seed_usage_and_finish_reasons(vllm_worker):
+    body = {"prompt": PROMPTS[1], "sampling": {"temperature": 0.8, "seed": 7, "n": 2, "max_tokens": 12}}
+    status, events = generate(vllm_worker.url, body)
+    again = choices(generate(vllm_worker.url, body)[1])
+    got = choices(events)
+    assert status == 200 and got == again and set(got) == {0, 1}  # seeded: reproducible, choice i uses seed + i
+    done = events[-1]
+    assert done["type"] == "done" and done["completion_tokens"] == sum(len(c["ids"]) for c in got.values())
+    assert events[0]["type"] == "start" and events[0]["prompt_tokens"] == len(events[0]["token_ids"])
+    greedy = choices(generate(vllm_worker.url, {"prompt": PROMPTS[0], "sampling": {"temperature": 0,
+                                                                                   "max_tokens": 16}})[1])[0]
+    word = greedy["text"].split()[2]
+    stopped = choices(generate(vllm_worker.url, {"prompt": PROMPTS[0], "sampling": {
+        "temperature": 0, "max_tokens": 16, "stop": [word]}})[1])[0]
+    assert stopped["finish"] == "stop" and word not in stopped["text"]
+    assert greedy["text"].startswith(stopped["text"])
+
+
+def test_unsupported_methods_answer_400_naming_the_torch_backend(vllm_worker):
+    for method in ("dola", "scmoe", "cd"):
+        status, body = generate(vllm_worker.url, {"prompt": "Hi", "decoding": {"method": method}})
+        assert status == 400 and "--backend torch" in body[0]["error"]["message"]
+
+
+def test_info_lists_the_methods_this_backend_runs(vllm_worker, torch_worker):
+    import httpx
+    info = httpx.get(f"{vllm_worker.url}/info").json()["models"][0]
+    assert info["backend"] == "vllm" and set(info["methods"]) == {"plain", "cfg", "lqcd", "overshadow"}
+    assert "dola" in httpx.get(f"{torch_worker.url}/info").json()["models"][0]["methods"]
