@@ -34,7 +34,8 @@ from .sequence import Sequence, SequenceGroup
 _SET_NUM_THREADS = torch.set_num_threads  # taken before vLLM's CPU worker replaces it with a no-op
 PAIRED = ("cfg", "lqcd", "overshadow")  # same-weights methods this backend runs
 METHODS = ("plain",) + PAIRED
-MAX_RESTARTS = 3  # resubmissions of a paired group whose views vLLM scheduled apart
+MAX_RESTARTS = 3  # resubmissions of a paired group whose views vLLM scheduled apart after its first token
+MAX_ADMISSIONS = 64  # before its first token (views admitted in different steps under a full batch)
 
 
 @dataclass
@@ -53,7 +54,8 @@ class _Paired:
     group_id: str
     entry: object  # vllm_logits.PairedEntry
     detok: Detokenizer
-    attempt: int = 0
+    attempt: int = 0  # submissions so far - 1 (names this attempt's vLLM requests)
+    restarts: int = 0  # resubmissions after the first token
     requests: dict[str, str] = field(default_factory=dict)  # view -> vLLM request id (this attempt)
 
     @property
@@ -75,8 +77,11 @@ class _Counts:
 
     def __init__(self, engine: VLLMEngine):
         self._engine = engine
-        self.num_preemptions = 0
-        self.usage = 0.0
+        self.usage = 0.0  # vLLM keeps its own KV cache accounting
+
+    @property
+    def num_preemptions(self) -> int:
+        return self._engine.num_restarts
 
     @property
     def running(self) -> list[str]:
@@ -96,6 +101,7 @@ class VLLMEngine:
         self.registry = REGISTRY
         REGISTRY.vocab_size = vocab_size
         self.groups: dict[str, _Plain | _Paired] = {}
+        self.num_restarts = 0  # paired groups resubmitted because vLLM scheduled their views apart
         self._owner: dict[str, tuple[str, str]] = {}  # vLLM request id -> (group id, view)
         self._ids = itertools.count()
         self.scheduler = self.block_manager = _Counts(self)
@@ -152,6 +158,7 @@ class VLLMEngine:
         g = p.entry.group
         remaining = max(g.max_tokens - g.num_generated, 1)
         self.registry.entries[p.key] = p.entry
+        p.entry.base = g.num_generated
         p.requests = {}
         for seq in g.seqs:
             if seq.view not in p.entry.live:
@@ -242,12 +249,14 @@ class VLLMEngine:
     def _restart(self, p: _Paired) -> GroupFailure | None:
         self._drop(list(p.requests.values()))
         self.registry.entries.pop(p.key, None)
-        if p.attempt >= MAX_RESTARTS:
+        p.attempt += 1
+        self.num_restarts += 1
+        p.restarts += p.entry.group.num_generated > 0
+        if p.restarts > MAX_RESTARTS or p.attempt > MAX_ADMISSIONS:
             self.groups.pop(p.group_id, None)
             return GroupFailure(p.group_id, "vLLM scheduled the views of this request in different steps too "
                                             "often; raise max_num_seqs / max_num_batched_tokens or use the torch backend")
         p.entry.live -= set(p.entry.group.decoder.retired_views())
-        p.attempt += 1
         self._submit(p)
         return None
 

@@ -45,6 +45,7 @@ class Pick:
 class PairedEntry:
     group: SequenceGroup  # our record: decoder, sampling, generated tokens, generator
     live: set[str]  # views still decoded (overshadow retires some after prefill)
+    base: int = 0  # tokens the group had when its views were (re)submitted: they are in the vLLM prompts
     picks: list[Pick] = field(default_factory=list)  # filled by the processor, drained by the backend
 
 
@@ -92,7 +93,8 @@ class PairedLogitsProcessor(LogitsProcessor):
         by_group: dict[str, dict[str, int]] = defaultdict(dict)
         for index, (key, view, output_ids) in self.rows.items():
             entry = REGISTRY.entries.get(key)
-            if entry is not None and len(output_ids) == entry.group.num_generated and index < logits.shape[0]:
+            if (entry is not None and view in entry.live and index < logits.shape[0]
+                    and entry.base + len(output_ids) == entry.group.num_generated):
                 by_group[key][view] = index
         ready = [k for k, views in by_group.items() if set(views) >= REGISTRY.entries[k].live]
         if not ready:

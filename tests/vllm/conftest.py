@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import uuid
 
 import httpx
 import pytest
@@ -26,7 +27,10 @@ def _worker(default_model_dir, backend: str):
     from tests.conftest import ThreadServer
     settings = Settings(model=str(default_model_dir), served_model_name="SmolLM2", backend=backend, max_model_len=1024, max_num_seqs=16,
                         max_num_batched_tokens=2048, kv_cache_gb=0.5)
-    return ThreadServer(build_worker_app(settings))
+    app = build_worker_app(settings)
+    server = ThreadServer(app)
+    server.app = app
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +47,7 @@ def torch_worker(default_model_dir):
 
 def generate(url: str, body: dict) -> tuple[int, list[dict]]:
     """POST /generate; (status, NDJSON events) or (status, [error body])."""
-    body = {"request_id": "t", "model": "SmolLM2", **body}
+    body = {"request_id": uuid.uuid4().hex, "model": "SmolLM2", **body}
     with httpx.Client(timeout=300) as client:
         r = client.post(f"{url}/generate", json=body)
         if r.status_code != 200:

@@ -79,3 +79,48 @@ def test_info_lists_the_methods_this_backend_runs(vllm_worker, torch_worker):
     info = httpx.get(f"{vllm_worker.url}/info").json()["models"][0]
     assert info["backend"] == "vllm" and set(info["methods"]) == {"plain", "cfg", "lqcd", "overshadow"}
     assert "dola" in httpx.get(f"{torch_worker.url}/info").json()["models"][0]["methods"]
+
+
+def _stream_with_disturbance(worker, body: dict, after: int, disturb) -> dict:
+    """Stream /generate; after `after` deltas, run `disturb(engine)` on the engine thread."""
+    import json
+    import uuid
+
+    import httpx
+    engine = worker.app.state.worker.engine
+    body = {"request_id": uuid.uuid4().hex, "model": "SmolLM2", **body}
+    events, seen = [], 0
+    if after == 0:
+        engine._inbox.put(lambda: None)  # the disturbance queued right behind the request's views
+    with httpx.stream("POST", f"{worker.url}/generate", json=body, timeout=300) as r:
+        for line in r.iter_lines():
+            if not line.strip():
+                continue
+            events.append(json.loads(line))
+            if events[-1]["type"] == "start" and after == 0:
+                continue
+            if events[-1]["type"] == "delta":
+                seen += 1
+                if seen == after:
+                    engine._inbox.put(lambda: disturb(engine.engine))
+    return choices(events)[0]
+
+
+def _drop_negative_view(engine) -> None:
+    """What a preemption does to vLLM's batch: one view of the group leaves while the other goes on."""
+    from counterpoint.server.worker.vllm_backend import _Paired
+    for group in engine.groups.values():
+        if isinstance(group, _Paired) and "negative" in group.requests:
+            engine.llm.abort_request([group.requests["negative"]])
+
+
+@pytest.mark.parametrize("after", [1, 5])
+def test_cfg_output_stays_exact_when_vllm_splits_a_group(vllm_worker, torch_worker, after):
+    body = {"prompt": PROMPTS[2], "sampling": {"temperature": 0, "max_tokens": 16},
+            "decoding": {"method": "cfg", "params": {"guidance_scale": 2.0, "negative_prompt": "Hello"}}}
+    expected = choices(generate(torch_worker.url, body)[1])[0]
+    engine = vllm_worker.app.state.worker.engine.engine
+    restarts = engine.num_restarts
+    got = _stream_with_disturbance(vllm_worker, body, after, _drop_negative_view)
+    assert engine.num_restarts > restarts  # the split was seen and the group resubmitted from its tokens
+    assert got["ids"] == expected["ids"] and got["text"] == expected["text"]
