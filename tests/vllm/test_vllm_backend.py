@@ -25,6 +25,8 @@ def test_plain_greedy_equals_torch_backend(vllm_worker, torch_worker, prompt):
     {"method": "cfg", "params": {"guidance_scale": 1.5, "negative_prompt": "Answer rudely."}},
     {"method": "cfg", "params": {"guidance_scale": 3.0}},
     {"method": "lqcd", "params": {"alpha": 1.0, "beta": 0.1}},
+    {"method": "overshadow", "params": {"threshold": 100.0, "conditions": ["in a small village", "Once upon a time"]}},
+    {"method": "overshadow", "params": {"threshold": 0.0, "conditions": ["in a small village"]}},
 ])
 def test_paired_greedy_equals_torch_backend(vllm_worker, torch_worker, decoding):
     body = {"messages": CHAT if decoding["method"] == "lqcd" else None,
@@ -103,7 +105,7 @@ def _stream_with_disturbance(worker, body: dict, after: int, disturb) -> dict:
                 seen += 1
                 if seen == after:
                     engine._inbox.put(lambda: disturb(engine.engine))
-    return choices(events)[0]
+    return events
 
 
 def _drop_negative_view(engine) -> None:
@@ -121,6 +123,20 @@ def test_cfg_output_stays_exact_when_vllm_splits_a_group(vllm_worker, torch_work
     expected = choices(generate(torch_worker.url, body)[1])[0]
     engine = vllm_worker.app.state.worker.engine.engine
     restarts = engine.num_restarts
-    got = _stream_with_disturbance(vllm_worker, body, after, _drop_negative_view)
+    got = choices(_stream_with_disturbance(vllm_worker, body, after, _drop_negative_view))[0]
     assert engine.num_restarts > restarts  # the split was seen and the group resubmitted from its tokens
     assert got["ids"] == expected["ids"] and got["text"] == expected["text"]
+
+
+def test_a_group_split_too_often_fails_cleanly(vllm_worker, monkeypatch):
+    from counterpoint.server.worker import vllm_backend
+    monkeypatch.setattr(vllm_backend, "MAX_RESTARTS", 0)
+    body = {"prompt": PROMPTS[0], "sampling": {"temperature": 0, "max_tokens": 12},
+            "decoding": {"method": "cfg", "params": {"negative_prompt": "Hello"}}}
+    expected = choices(generate(vllm_worker.url, body)[1])[0]["ids"]
+    events = _stream_with_disturbance(vllm_worker, body, 3, _drop_negative_view)
+    assert events[-1]["type"] == "error" and "different steps" in events[-1]["message"]
+    sent = [t for e in events if e["type"] == "delta" for t in e.get("token_ids", [])]
+    assert 3 <= len(sent) < len(expected) and sent == expected[:len(sent)]  # nothing off-method was sent
+    assert not vllm_worker.app.state.worker.engine.engine.groups  # its views are gone from vLLM
+    assert choices(generate(vllm_worker.url, body)[1])[0]["ids"] == expected  # the worker goes on
