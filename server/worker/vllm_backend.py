@@ -263,8 +263,11 @@ class VLLMEngine:
     def _advance(self, p: _Paired, pick) -> StepOutput:
         g = p.entry.group
         token = pick.token
-        g.append_token(token)
         new_ids: list[int] = []
+        if g.max_tokens <= 0:  # max_tokens 0: the choice ends before its first token, as in the torch engine
+            self.abort(g.group_id)
+            return StepOutput(g.group_id, g.index, [], "", None, None, "length", g.seqs[0].num_prompt_tokens, 0)
+        g.append_token(token)
         if token in g.sampling.stop_token_ids or (token in g.eos_token_ids and not g.sampling.ignore_eos):
             g.finish_reason = "stop"
         else:
