@@ -17,19 +17,16 @@ async scheduling off (the processor must see each row's tokens of the previous s
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass, field
 
 import torch
-
 from counterpoint.decoders import Decoder
 
-from ..config import Settings
 from ..worker_protocol import SamplingParams, TokenLogprob, TopLogprob
 from .detokenizer import Detokenizer
 from .engine import MIN_LOGPROB, StepOutput
-from .inputs import ModelInfo
 from .sequence import Sequence, SequenceGroup
+from .vllm_logprobs import token_text, vllm_logprob, vllm_prompt_logprobs
 
 _SET_NUM_THREADS = torch.set_num_threads  # taken before vLLM's CPU worker replaces it with a no-op
 PAIRED = ("cfg", "lqcd", "overshadow")  # same-weights methods this backend runs
@@ -87,7 +84,9 @@ class _Counts:
     def running(self) -> list[str]:
         return list(self._engine.groups)
 
-    waiting: list[str] = []
+    @property
+    def waiting(self) -> list[str]:
+        return []  # vLLM's own queue is not split out here
 
 
 class VLLMEngine:
@@ -138,7 +137,7 @@ class VLLMEngine:
         from vllm import SamplingParams as VSP
         from vllm.sampling_params import RequestOutputKind
         rid = f"{group_id}/{next(self._ids)}"
-        params = VSP(n=1, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k if s.top_k > 0 else 0,
+        params = VSP(n=1, temperature=s.temperature, top_p=s.top_p, top_k=max(0, s.top_k),
                      repetition_penalty=s.repetition_penalty,
                      seed=None if s.seed is None else s.seed + index, stop=list(s.stop) or None,
                      stop_token_ids=list(s.stop_token_ids) or None, ignore_eos=s.ignore_eos,
@@ -212,11 +211,12 @@ class VLLMEngine:
         ids = list(c.token_ids)
         prompt_lps = None
         if g.sampling.prompt_logprobs is not None and not g.prompt_logprobs_sent and r.prompt_logprobs is not None:
-            prompt_lps = self._prompt_logprobs(r.prompt_token_ids, r.prompt_logprobs, g.sampling.prompt_logprobs)
+            prompt_lps = vllm_prompt_logprobs(self.tokenizer, r.prompt_token_ids, r.prompt_logprobs,
+                                              g.sampling.prompt_logprobs)
             g.prompt_logprobs_sent = True
         logprobs = None
         if g.sampling.logprobs is not None and c.logprobs:
-            logprobs = [self._logprob(t, d, g.sampling.logprobs) for t, d in zip(ids, c.logprobs)]
+            logprobs = [vllm_logprob(self.tokenizer, t, d, g.sampling.logprobs) for t, d in zip(ids, c.logprobs)]
         finish = c.finish_reason if c.finish_reason in (None, "stop", "length") else "stop"
         if g.scoring_only:
             ids, text, logprobs, finish = [], "", None, "length"
@@ -282,9 +282,9 @@ class VLLMEngine:
             top = []
             if k > 0:
                 lps, ids = pick.logprobs.topk(k)
-                top = [TopLogprob(token_id=t, token=self._text(t), logprob=max(v, MIN_LOGPROB))
+                top = [TopLogprob(token_id=t, token=token_text(self.tokenizer, t), logprob=max(v, MIN_LOGPROB))
                        for t, v in zip(ids.tolist(), lps.tolist())]
-            logprobs = [TokenLogprob(token_id=token, token=self._text(token),
+            logprobs = [TokenLogprob(token_id=token, token=token_text(self.tokenizer, token),
                                      logprob=max(float(pick.logprobs[token]), MIN_LOGPROB), top=top)]
         out = StepOutput(g.group_id, g.index, new_ids, p.detok.take(finished=g.finish_reason is not None),
                          logprobs, None, g.finish_reason, g.seqs[0].num_prompt_tokens, g.num_generated)
@@ -297,20 +297,3 @@ class VLLMEngine:
         if g.finish_reason is not None:
             self.abort(g.group_id)
         return out
-
-    # ---- logprobs -------------------------------------------------------------------------------
-
-    def _text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
-
-    def _logprob(self, token: int, entries: dict, k: int) -> TokenLogprob:
-        top = sorted(((lp.rank, t, lp.logprob) for t, lp in entries.items() if lp.rank is not None and lp.rank <= k))
-        chosen = entries[token].logprob if token in entries else MIN_LOGPROB
-        return TokenLogprob(token_id=token, token=self._text(token), logprob=max(chosen, MIN_LOGPROB),
-                            top=[TopLogprob(token_id=t, token=self._text(t), logprob=max(v, MIN_LOGPROB))
-                                 for _, t, v in top[:k]])
-
-    def _prompt_logprobs(self, ids: list[int], entries: list, k: int) -> list[TokenLogprob]:
-        result = [TokenLogprob(token_id=ids[0], token=self._text(ids[0]), logprob=None)]
-        result += [self._logprob(t, d or {}, k) for t, d in zip(ids[1:], entries[1:])]
-        return result

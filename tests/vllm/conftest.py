@@ -24,8 +24,10 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 def _worker(default_model_dir, backend: str):
     from counterpoint.server.config import Settings
     from counterpoint.server.worker.factory import build_worker_app
+
     from tests.conftest import ThreadServer
-    settings = Settings(model=str(default_model_dir), served_model_name="SmolLM2", backend=backend, max_model_len=1024, max_num_seqs=16,
+    settings = Settings(model=str(default_model_dir), served_model_name="SmolLM2", backend=backend,
+                        max_model_len=1024, max_num_seqs=16,
                         max_num_batched_tokens=2048, kv_cache_gb=0.5)
     app = build_worker_app(settings)
     server = ThreadServer(app)

@@ -140,3 +140,13 @@ def test_a_group_split_too_often_fails_cleanly(vllm_worker, monkeypatch):
     assert 3 <= len(sent) < len(expected) and sent == expected[:len(sent)]  # nothing off-method was sent
     assert not vllm_worker.app.state.worker.engine.engine.groups  # its views are gone from vLLM
     assert choices(generate(vllm_worker.url, body)[1])[0]["ids"] == expected  # the worker goes on
+
+
+def test_prompt_scoring_equals_torch_backend(vllm_worker, torch_worker):
+    body = {"prompt": PROMPTS[0], "echo": True, "sampling": {"max_tokens": 0, "prompt_logprobs": 1}}
+    (_, ours), (_, theirs) = (generate(w.url, body) for w in (torch_worker, vllm_worker))
+    a, b = ours[0]["prompt_logprobs"], theirs[0]["prompt_logprobs"]
+    assert [x["token_id"] for x in a] == [x["token_id"] for x in b] and b[0]["logprob"] is None
+    assert [x["logprob"] for x in b[1:]] == pytest.approx([x["logprob"] for x in a[1:]], abs=1e-3)
+    assert choices(theirs)[0]["ids"] == [] and choices(theirs)[0]["finish"] == "length"
+    assert theirs[-1]["type"] == "done" and theirs[-1].get("completion_tokens", 0) == 0
