@@ -150,3 +150,16 @@ def test_prompt_scoring_equals_torch_backend(vllm_worker, torch_worker):
     assert [x["logprob"] for x in b[1:]] == pytest.approx([x["logprob"] for x in a[1:]], abs=1e-3)
     assert choices(theirs)[0]["ids"] == [] and choices(theirs)[0]["finish"] == "length"
     assert theirs[-1]["type"] == "done" and theirs[-1].get("completion_tokens", 0) == 0
+
+
+def test_seeded_cfg_sampling_and_diagnostics_equal_torch_backend(vllm_worker, torch_worker):
+    body = {"prompt": PROMPTS[1], "sampling": {"temperature": 0.9, "top_p": 0.95, "seed": 11, "n": 2, "max_tokens": 16},
+            "decoding": {"method": "cfg", "params": {"guidance_scale": 2.0}, "diagnostics": True}}
+    (_, ours), (_, theirs) = (generate(w.url, body) for w in (torch_worker, vllm_worker))
+    a, b = choices(ours), choices(theirs)
+    assert [b[i]["ids"] for i in (0, 1)] == [a[i]["ids"] for i in (0, 1)]  # the same sampler and seeds
+    assert b[0]["ids"] != b[1]["ids"]  # choice i uses seed + i
+    diag = [e for e in theirs if e["type"] == "delta" and e.get("token_ids")]
+    assert all(len(e["changed"]) == 1 and e["divergence"][0] >= 0 for e in diag)
+    assert [e["changed"] for e in diag if e.get("index", 0) == 0] == \
+        [e["changed"] for e in ours if e["type"] == "delta" and e.get("token_ids") and e.get("index", 0) == 0]
