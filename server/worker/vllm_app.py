@@ -53,13 +53,17 @@ def refusal(body: dict) -> APIError | None:
 
 
 def engine_args(settings: Settings, path: str):
+    from transformers import AutoConfig
     from vllm.engine.arg_utils import EngineArgs
 
     from .vllm_logits import PairedLogitsProcessor
+    # Without chunked prefill a whole prompt is one step's work: the step budget must hold the longest prompt.
+    length = settings.max_model_len or getattr(AutoConfig.from_pretrained(path).get_text_config(),
+                                               "max_position_embeddings", 2048)
     return EngineArgs(model=path, tokenizer=path, dtype=settings.dtype, enforce_eager=True,
                       enable_prefix_caching=False, enable_chunked_prefill=False, async_scheduling=False,
                       max_model_len=settings.max_model_len, max_num_seqs=settings.max_num_seqs,
-                      max_num_batched_tokens=settings.max_num_batched_tokens,
+                      max_num_batched_tokens=max(settings.max_num_batched_tokens, length),
                       logits_processors=[PairedLogitsProcessor], seed=0)
 
 

@@ -9,9 +9,16 @@ got the picked token at the same position. When vLLM scheduled the views apart (
 later, preempted, prefilled in chunks), the group is resubmitted from its tokens so far (at most
 `MAX_RESTARTS` times, then it fails with an error event): no token that is not the method's is ever sent.
 
-Required vLLM settings (set here): V1 engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, one device,
-uni-process executor: the processor and this module share memory), chunked prefill off, prefix caching off,
-async scheduling off (the processor must see each row's tokens of the previous step), no speculative decoding.
+vLLM settings the backend requires (vllm_app.engine_args sets them):
+- the V1 engine core in the worker's process: VLLM_ENABLE_V1_MULTIPROCESSING=0, one device (uni-process
+  executor, no tensor parallelism), because the logits processor and this module share `vllm_logits.REGISTRY`;
+- chunked prefill off (a partly prefilled view would get logits that are not its last position's), hence
+  max_num_batched_tokens >= max_model_len; async scheduling off (the processor must see every row's
+  previous tokens); no speculative decoding; enforce_eager on CPU (compilation adds minutes);
+- prefix caching off: kept conservative so each view's logits come from its own prefill;
+- max_num_seqs counts views, not requests: a paired request needs all its views admitted in one step, so
+  give it at least (views per request) x (concurrent paired requests); a split admission costs a resubmit.
+Known: vLLM warns that SmolLM2/Llama "does not officially support disabling chunked prefill"; it runs.
 """
 
 from __future__ import annotations
