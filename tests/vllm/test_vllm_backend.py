@@ -81,6 +81,8 @@ def test_info_lists_the_methods_this_backend_runs(vllm_worker, torch_worker):
     info = httpx.get(f"{vllm_worker.url}/info").json()["models"][0]
     assert info["backend"] == "vllm" and set(info["methods"]) == {"plain", "cfg", "lqcd", "overshadow"}
     assert "dola" in httpx.get(f"{torch_worker.url}/info").json()["models"][0]["methods"]
+    assert httpx.get(f"{vllm_worker.url}/health").json()["status"] == "ok"
+    assert "counterpoint_worker_preemptions" in httpx.get(f"{vllm_worker.url}/metrics").text
 
 
 def _stream_with_disturbance(worker, body: dict, after: int, disturb) -> dict:

@@ -10,11 +10,18 @@ from tests.conftest import free_port, start_serve
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    port, worker_port = free_port(), free_port()
-    proc = start_serve(["--backend", "vllm", "--served-model-name", "smol", "--worker-port", str(worker_port),
-                        "--max-model-len", "1024", "--threads", "1"], port,
-                       tmp_path_factory.mktemp("serve") / "serve.log",
-                       env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"})
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    for attempt in range(3):  # ports are picked free but may be taken before serve binds them
+        port = free_port()
+        worker_port = next(p for p in iter(free_port, None) if p != port)
+        try:
+            proc = start_serve(["--backend", "vllm", "--served-model-name", "smol", "--worker-port", str(worker_port),
+                                "--max-model-len", "1024", "--threads", "1"], port, log,
+                               env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"})
+            break
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
