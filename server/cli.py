@@ -37,6 +37,8 @@ def _model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-gb", dest="kv_cache_gb", type=float, help="KV cache memory per worker")
     p.add_argument("--max-model-len", dest="max_model_len", type=int, help="context length")
     p.add_argument("--threads", type=int, help="torch threads per worker")
+    p.add_argument("--backend", choices=["torch", "vllm"], help="worker engine (default torch; vllm needs the "
+                   "vllm extra and runs plain, cfg, lqcd, overshadow)")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 << 20, ge=1024)  # larger request bodies get 413
     request_timeout: float = Field(600.0, gt=0)  # gateway -> worker, seconds
     threads: int | None = None  # torch intra-op threads in a worker; default: all cores
+    backend: Literal["torch", "vllm"] = "torch"  # worker engine: ours (PyTorch) or vLLM's (needs the vllm extra)
     experiments: dict[str, Experiment] = Field(default_factory=dict)  # A/B experiments by name
     outcome_log: str | None = None  # SQLite path or postgresql:// URL: one row per completion; None = off
     # ---- limits (each refused with an OpenAI-style 400 unless noted) ----

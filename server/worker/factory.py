@@ -34,6 +34,9 @@ def model_info(engine: Engine, name: str, amateur_name: str | None = None) -> Mo
 
 def build_worker_app(settings: Settings) -> FastAPI:
     from .app import create_app
+    if settings.backend == "vllm":
+        from .vllm_app import build_vllm_worker_app
+        return build_vllm_worker_app(settings)
     engine = build_engine(settings)
     name = settings.served_model_name or loader.default_model_name(settings.model)
     amateur_name = loader.default_model_name(settings.amateur) if settings.amateur else None
