@@ -103,20 +103,27 @@ class ModelRunner:
         last = q_lens.cumsum(0) - 1  # [B] packed index of each row's last token
         starts = last + 1 - q_lens  # [B]
         keep = torch.cat([last, *(torch.arange(starts[r], last[r] + 1) for r in sorted(all_logits_rows))])
+        # With layer logits, every lm_head row (final and intermediate) goes through one matmul below: on a CPU
+        # one call with many rows costs far less than separate calls (benchmarks/matmul_rows.py).
+        joint = bool(layer_requests) and not getattr(self.model.config, "final_logit_softcapping", None)
         self.routing.weak_rank = self._weak_ranks(seqs, q_lens)
         try:
             out = self.model(input_ids=input_ids, position_ids=position_ids, paged=batch,
-                             logits_to_keep=keep.to(self.device), use_cache=False,
+                             logits_to_keep=(keep[:0] if joint else keep).to(self.device), use_cache=False,
                              output_hidden_states=bool(layer_requests or hidden_rows))
         finally:
             self.routing.weak_rank = None
-        logits = out.logits[0].float()  # [len(keep), vocab]
+        if joint:
+            final = out.hidden_states[-1][0, keep.to(self.device)]  # [len(keep), hidden], final norm applied
+            logits, layers = self._layer_logits(out.hidden_states, layer_requests, starts, last, final)
+        else:
+            logits = out.logits[0].float()  # [len(keep), vocab]
+            layers = self._layer_logits(out.hidden_states, layer_requests, starts, last)[1] if layer_requests else []
         prompt_logits, offset = {}, len(seqs)
         for r in sorted(all_logits_rows):
             n = int(q_lens[r])
             prompt_logits[r] = logits[offset:offset + n]  # [q_len, vocab]
             offset += n
-        layers = self._layer_logits(out.hidden_states, layer_requests, starts, last) if layer_requests else []
         hidden = {r: out.hidden_states[-1][0, int(starts[r]):int(last[r]) + 1].float() for r in hidden_rows}
         for seq in seqs:
             seq.num_computed_tokens = len(seq.token_ids)
@@ -129,17 +136,20 @@ class ModelRunner:
         return torch.repeat_interleave(torch.tensor(ranks), q_lens).to(self.device)  # [T]
 
     def _layer_logits(self, hidden_states: tuple[torch.Tensor, ...], requests: list[LayerRequest],
-                      starts: torch.Tensor, last: torch.Tensor) -> list[torch.Tensor]:
-        """All requested intermediate-layer logits with one lm_head matmul (the weights are read once)."""
-        picks, sizes = [], []
+                      starts: torch.Tensor, last: torch.Tensor, final: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Intermediate-layer logits (and, given `final` hidden rows, the final logits) with one lm_head matmul."""
+        picks = [] if final is None else [final]
+        sizes = [] if final is None else [len(final)]
         for req in requests:
             idx = torch.arange(starts[req.row], last[req.row] + 1) if req.all_positions else last[req.row:req.row + 1]
             h = hidden_states[req.layer][0, idx.to(self.device)]  # [n, hidden]
             picks.append(self.final_norm(h) if req.final_norm else h)
             sizes.append(len(idx))
         logits = self.model.get_output_embeddings()(torch.cat(picks)).float()  # [sum n, vocab]
-        parts = logits.split(sizes)
-        return [p if req.all_positions else p[0] for p, req in zip(parts, requests)]
+        parts = list(logits.split(sizes))
+        final_logits = parts.pop(0) if final is not None else None
+        return final_logits, [p if req.all_positions else p[0] for p, req in zip(parts, requests)]
 
     def final_norm(self, h: torch.Tensor) -> torch.Tensor:
         return self.model.base_model.norm(h) if hasattr(self.model.base_model, "norm") else \
