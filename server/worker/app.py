@@ -18,6 +18,7 @@ from . import metrics
 from .async_engine import AsyncEngine
 from .engine import Engine, StepOutput
 from .inputs import ModelInfo, check_lengths, make_decoder, prompt_ids
+from .vision import VisionProcessor, request_media
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,11 @@ log = logging.getLogger(__name__)
 class WorkerState:
     engine: AsyncEngine
     info: ModelInfo
+    vision: VisionProcessor | None = None  # vision-language models: the processor that places image tokens
 
 
-def create_app(engine: Engine, info: ModelInfo) -> FastAPI:
-    state = WorkerState(AsyncEngine(engine), info)
+def create_app(engine: Engine, info: ModelInfo, vision: VisionProcessor | None = None) -> FastAPI:
+    state = WorkerState(AsyncEngine(engine), info, vision)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -62,8 +64,9 @@ def create_app(engine: Engine, info: ModelInfo) -> FastAPI:
         if req.model != state.info.name:
             raise APIError(404, f"The model {req.model!r} does not exist on this worker.", "model", "model_not_found")
         tokenizer = engine.tokenizer
-        ids = prompt_ids(req, tokenizer, state.info)
-        decoders = [make_decoder(req, ids, tokenizer, state.info, i) for i in range(req.sampling.n)]
+        with_images = request_media(req, state.vision, state.info.name)
+        ids, media = with_images if with_images else (prompt_ids(req, tokenizer, state.info), None)
+        decoders = [make_decoder(req, ids, tokenizer, state.info, i, media) for i in range(req.sampling.n)]
         check_lengths(req, decoders[0], state.info)
         return StreamingResponse(_stream(state, req, ids, decoders), media_type="application/x-ndjson")
 

@@ -99,8 +99,7 @@ class Engine:
     def add(self, group_id: str, index: int, decoder: Decoder, sampling: SamplingParams,
             diagnostics: bool = False) -> SequenceGroup:
         """Queue one choice. The caller has validated lengths against `max_model_len` and capacity."""
-        seqs = [Sequence(v.name, list(v.prompt_ids), len(v.prompt_ids), v.model, v.weak_rank)
-                for v in decoder.views()]
+        seqs = [Sequence.from_view(v, decoder.ctx) for v in decoder.views()]
         assert seqs[0].view == "original"
         longest = max(len(s.token_ids) for s in seqs)
         room = self.max_model_len - longest

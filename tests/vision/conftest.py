@@ -1,0 +1,74 @@
+"""Tiny random vision-language models (LLaVA, Idefics3) built offline with the SmolLM2 tokenizer, and test images."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>{% else %}{{ p['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def make_image(seed: int = 0, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A real picture: coloured shapes on a gradient, different per seed."""
+    g = torch.Generator().manual_seed(seed)
+    colours = [tuple(int(c) for c in torch.randint(0, 256, (3,), generator=g)) for _ in range(4)]
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    draw.ellipse((w // 8, h // 8, w // 2, h // 2), fill=colours[0])
+    draw.rectangle((w // 2, h // 3, w - 4, h - 4), fill=colours[1])
+    draw.polygon([(2, h - 2), (w // 3, h // 2), (w // 2, h - 2)], fill=colours[2])
+    return image
+
+
+def data_url(image: Image.Image, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    mime = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}[fmt]
+    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def _vision_tokenizer(tokenizer, tokens: list[str]):
+    tok = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    tok.add_special_tokens({"additional_special_tokens": tokens})
+    return tok
+
+
+def _spread(model) -> None:
+    with torch.no_grad():  # logits spread enough that greedy choices are far from ties
+        model.get_input_embeddings().weight.normal_(0, 1.0)
+        model.get_output_embeddings().weight.normal_(0, 0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory, default_model_dir, tokenizer) -> Path:
+    """A 2-layer random LLaVA (CLIP tower 30x30, patch 6: 25 image tokens) with an offline LlavaProcessor."""
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+    tok = _vision_tokenizer(tokenizer, ["<image>"])
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=6,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=CHAT_TEMPLATE)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=30, patch_size=6, projection_dim=32)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    torch.manual_seed(4)
+    model = LlavaForConditionalGeneration(config)
+    _spread(model)
+    path = tmp_path_factory.mktemp("tiny-llava")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
