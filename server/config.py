@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 << 20, ge=1024)  # larger request bodies get 413
     request_timeout: float = Field(600.0, gt=0)  # gateway -> worker, seconds
     threads: int | None = None  # torch intra-op threads in a worker; default: all cores
+    image_max_bytes: int = Field(10 << 20, ge=1024)  # one image (data: URL or fetched), at most
+    image_fetch_timeout: float = Field(10.0, gt=0)  # seconds for fetching one http(s) image, all hops together
+    image_max_redirects: int = Field(3, ge=0)  # redirects followed when fetching an image
+    image_allow_private: bool = False  # fetch images from loopback, private and link-local addresses too
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

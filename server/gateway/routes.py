@@ -15,7 +15,8 @@ from ..errors import APIError
 from ..protocol.chat import ChatCompletionRequest
 from ..protocol.completions import CompletionRequest
 from . import metrics
-from .deps import Authorized, PoolDep
+from .images import request_images
+from .deps import Authorized, PoolDep, SettingsDep
 from .responses import StreamFailed, chat_chunks, chat_response, completion_chunks, completion_response
 
 router = APIRouter()
@@ -31,9 +32,9 @@ def _stream(chunks, headers: dict[str, str]) -> EventSourceResponse:
 
 
 @v1.post("/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, pool: PoolDep) -> Response:
+async def chat_completions(req: ChatCompletionRequest, pool: PoolDep, settings: SettingsDep) -> Response:
     rid, created, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), time.monotonic()
-    gen = req.to_worker(rid)
+    gen = req.to_worker(rid, await request_images(req.image_parts(), settings, pool.models().get(req.model)))
     events = await pool.open(gen)
     headers = _decoding_header(gen.decoding)
     if req.stream:

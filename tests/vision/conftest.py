@@ -42,10 +42,15 @@ def _vision_tokenizer(tokenizer, tokens: list[str]):
     return tok
 
 
-def _spread(model) -> None:
-    with torch.no_grad():  # logits spread enough that greedy choices are far from ties
+def _spread(model, projector: torch.nn.Module) -> None:
+    with torch.no_grad():  # logits spread enough that greedy choices are far from ties, and images that matter
         model.get_input_embeddings().weight.normal_(0, 1.0)
         model.get_output_embeddings().weight.normal_(0, 0.5)
+        for p in projector.parameters():
+            p.mul_(8.0)
+        for name, p in model.named_parameters():
+            if "language_model" in name and ("o_proj" in name or "v_proj" in name):
+                p.mul_(6.0)  # attention (to the image) moves the logits as much as the last token does
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +72,7 @@ def tiny_llava_dir(tmp_path_factory, default_model_dir, tokenizer) -> Path:
                          vision_feature_select_strategy="default", vision_feature_layer=-1)
     torch.manual_seed(4)
     model = LlavaForConditionalGeneration(config)
-    _spread(model)
+    _spread(model, model.model.multi_modal_projector)
     path = tmp_path_factory.mktemp("tiny-llava")
     model.save_pretrained(path)
     processor.save_pretrained(path)
