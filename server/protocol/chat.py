@@ -72,7 +72,9 @@ class ChatCompletionRequest(SamplingFields):
 
     def image_parts(self) -> list[tuple[str, str]]:
         """(`messages[i].content[j]`, url) of every image part, in order."""
-        return [(f"messages[{i}].content[{j}]", (p.image_url or {}).get("url"))
+        for i, m in enumerate(self.messages):
+            m.text(i)  # every part well-formed (an image_url part has a url) before anything is fetched
+        return [(f"messages[{i}].content[{j}]", p.image_url["url"])
                 for i, m in enumerate(self.messages) if isinstance(m.content, list)
                 for j, p in enumerate(m.content) if p.type == "image_url"]
 

@@ -77,3 +77,31 @@ def tiny_llava_dir(tmp_path_factory, default_model_dir, tokenizer) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def llava_worker(tiny_llava_dir):
+    """A live worker serving the tiny LLaVA as "tiny-llava"."""
+    from counterpoint.server.config import Settings
+    from counterpoint.server.worker.factory import build_worker_app
+    from tests.conftest import ThreadServer
+    app = build_worker_app(Settings(model=str(tiny_llava_dir), served_model_name="tiny-llava", kv_cache_gb=0.02))
+    with ThreadServer(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def vision_gateway(llava_worker, tiny_worker):
+    """A gateway in front of the LLaVA worker and the text-only tiny Llama worker."""
+    from counterpoint.server.config import Settings
+    from counterpoint.server.gateway.app import create_app
+    from tests.conftest import ThreadServer
+    with ThreadServer(create_app(Settings(worker_urls=[llava_worker.url, tiny_worker.url]))) as server:
+        yield server
+
+
+@pytest.fixture()
+def vision_client(vision_gateway):
+    import httpx
+    with httpx.Client(base_url=vision_gateway.url, timeout=120) as client:
+        yield client
