@@ -20,8 +20,8 @@ from PIL import Image
 from ..errors import APIError
 from ..worker_protocol import GenerateRequest
 
-# Processor outputs that are per-image model inputs, and the dimension along which images stack.
-_IMAGE_KEYS = {"pixel_values": 0, "image_sizes": 0, "pixel_attention_mask": 0, "image_grid_thw": 0}
+# Processor outputs that are per-image model inputs.
+_IMAGE_KEYS = ("pixel_values", "image_sizes", "pixel_attention_mask")
 
 
 @dataclass
@@ -39,13 +39,15 @@ class ImageInputs:
 
 
 def concat(inputs: list[ImageInputs], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The forward kwargs for the images of several rows, in packed-row order."""
+    """The forward kwargs for the images of several rows, in packed-row order (the model's image tokens are
+    filled in that order). Idefics3-style inputs `[1, images, C, H, W]` become one batch row of all images."""
+    per_row = inputs[0].pixel_values.dim() == 5
     out = {}
     for key in inputs[0].tensors:
-        t = torch.cat([i.tensors[key] for i in inputs], dim=_IMAGE_KEYS.get(key, 0))
+        parts = [i.tensors[key].flatten(0, 1) if per_row else i.tensors[key] for i in inputs]
+        t = torch.cat(parts, dim=0)
+        t = t[None] if per_row else t
         out[key] = t.to(device, dtype) if t.is_floating_point() else t.to(device)
-    if out["pixel_values"].dim() == 5:  # Idefics3-style [images, tiles, C, H, W] -> one batch row
-        out = {k: v.flatten(0, 1)[None] if v.dim() >= 4 else v for k, v in out.items()}
     return out
 
 

@@ -42,14 +42,14 @@ def _vision_tokenizer(tokenizer, tokens: list[str]):
     return tok
 
 
-def _spread(model, projector: torch.nn.Module) -> None:
+def _spread(model, projector: torch.nn.Module, projector_scale: float = 8.0) -> None:
     with torch.no_grad():  # logits spread enough that greedy choices are far from ties, and images that matter
         model.get_input_embeddings().weight.normal_(0, 1.0)
         model.get_output_embeddings().weight.normal_(0, 0.5)
         for p in projector.parameters():
-            p.mul_(8.0)
+            p.mul_(projector_scale)
         for name, p in model.named_parameters():
-            if "language_model" in name and ("o_proj" in name or "v_proj" in name):
+            if "vision" not in name and ("o_proj" in name or "v_proj" in name):
                 p.mul_(6.0)  # attention (to the image) moves the logits as much as the last token does
 
 
@@ -105,3 +105,30 @@ def vision_client(vision_gateway):
     import httpx
     with httpx.Client(base_url=vision_gateway.url, timeout=120) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics3_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 2-layer random Idefics3 (SmolVLM's architecture: SigLIP-style tower 48x48, patch 8, pixel shuffle 2:
+    9 image tokens per image, no image splitting) with an offline Idefics3Processor."""
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
+                              Idefics3Processor, Idefics3VisionConfig, LlamaConfig)
+    tok = _vision_tokenizer(tokenizer, ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>"])
+    image_processor = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 48},
+                                             max_image_size={"longest_edge": 48})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=9,
+                                  chat_template=CHAT_TEMPLATE)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    vision = Idefics3VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=48, patch_size=8)
+    config = Idefics3Config(vision_config=vision.to_dict(), text_config=text.to_dict(), scale_factor=2,
+                            image_token_id=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(5)
+    model = Idefics3ForConditionalGeneration(config)
+    _spread(model, model.model.connector, projector_scale=40.0)
+    path = tmp_path_factory.mktemp("tiny-idefics3")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

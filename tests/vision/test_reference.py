@@ -17,25 +17,33 @@ from .helpers import image_message, last_logits, load, make_engine, run, request
 QUESTION = "What is in the picture?"
 
 
-@pytest.fixture(scope="module")
-def llava(tiny_llava_dir):
-    return load(tiny_llava_dir)
+IMAGE_TOKENS = {"tiny_llava_dir": 25, "tiny_idefics3_dir": 9}
+
+
+@pytest.fixture(scope="module", params=list(IMAGE_TOKENS))
+def model_dir(request):
+    return request.param, request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_llava_dir):
-    return make_engine(tiny_llava_dir)
+def llava(model_dir):  # the reference model: a separate copy with transformers' own attention
+    return load(model_dir[1])
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_llava_dir):
-    return AutoProcessor.from_pretrained(tiny_llava_dir)
+def engine(model_dir):
+    return make_engine(model_dir[1])
+
+
+@pytest.fixture(scope="module")
+def processor(model_dir):
+    return AutoProcessor.from_pretrained(model_dir[1])
 
 
 def encode(processor, messages, images):
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     out = processor(text=[text], images=images, return_tensors="pt", add_special_tokens=False)
-    return out["input_ids"][0].tolist(), {"pixel_values": out["pixel_values"]}
+    return out["input_ids"][0].tolist(), {k: v for k, v in out.items() if k.startswith("pixel")}
 
 
 def vcd_noise(x0: torch.Tensor, t: int, seed: int) -> torch.Tensor:
@@ -46,11 +54,11 @@ def vcd_noise(x0: torch.Tensor, t: int, seed: int) -> torch.Tensor:
     return math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps
 
 
-def test_plain_with_image_matches_transformers(engine, llava, processor):
+def test_plain_with_image_matches_transformers(engine, llava, processor, model_dir):
     image = make_image(1)
     got, _, ids = run(*engine, request(image_message(QUESTION), [image]))
     ref_ids, pixels = encode(processor, image_message(QUESTION), [image])
-    assert ids == ref_ids and ids.count(engine[1].image_token_id) == 25
+    assert ids == ref_ids and ids.count(engine[1].image_token_id) == IMAGE_TOKENS[model_dir[0]]
     assert got == greedy_loop({"o": ref_ids}, lambda v: last_logits(llava, v["o"], pixels), 10)
     other, _, _ = run(*engine, request(image_message(QUESTION), [make_image(2)]))
     assert other != got  # the image matters to this tiny model
@@ -61,7 +69,7 @@ def test_vcd(engine, llava, processor, params):
     image, seed = make_image(3), 1234
     ids, pixels = encode(processor, image_message(QUESTION), [image])
     alpha, beta, t = params.get("alpha", 1.0), params.get("beta", 0.1), params.get("noise_step", 500)
-    noised = {"pixel_values": vcd_noise(pixels["pixel_values"], t, seed)}
+    noised = {**pixels, "pixel_values": vcd_noise(pixels["pixel_values"], t, seed)}
 
     def score(v):
         o, c = last_logits(llava, v["o"], pixels), last_logits(llava, v["c"], noised)
