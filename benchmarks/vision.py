@@ -5,9 +5,10 @@ is SmolLM2-135M-shaped text with a 224px / patch-14 tower: 256 image tokens per 
 directly (no HTTP), greedy, EOS ignored:
   1. batch 1: median decode-step latency (ms per generated token, prefill excluded) and prefill time;
   2. 8 concurrent requests with different images: aggregate generated tokens/s (prefill included).
+Methods run interleaved `--repeats` times; the best of each is kept (noise on a shared machine only slows).
 Prints a table and writes JSON (default benchmarks/results/vision.json).
 
-    python benchmarks/vision.py [--size small|tiny] [--tokens 64] [--threads 2] [--device cpu] [--out FILE]
+    python benchmarks/vision.py [--size small|tiny] [--tokens 64] [--threads 2] [--device cpu] [--repeats 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="benchmarks/results/vision.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,9 +125,15 @@ def main() -> None:
     results = {"size": args.size, "tokens": args.tokens, "threads": args.threads, "device": args.device,
                "image_tokens": engine.model.config.vision_config.image_size ** 2
                // engine.model.config.vision_config.patch_size ** 2, "batch1": {}, "concurrent8": {}}
-    for method in ("plain", "vcd", "ritual"):
-        results["batch1"][method] = run(engine, vision, info, method, [picture(0)], args.tokens)
-        results["concurrent8"][method] = run(engine, vision, info, method, [picture(i) for i in range(8)], args.tokens)
+    for _ in range(args.repeats):  # interleaved repeats, best kept: a shared machine's noise only slows runs down
+        for method in ("plain", "vcd", "ritual"):
+            b1 = run(engine, vision, info, method, [picture(0)], args.tokens)
+            c8 = run(engine, vision, info, method, [picture(i) for i in range(8)], args.tokens)
+            best1, best8 = results["batch1"].get(method), results["concurrent8"].get(method)
+            if best1 is None or b1["ms_per_token"] < best1["ms_per_token"]:
+                results["batch1"][method] = b1
+            if best8 is None or c8["tokens_per_s"] > best8["tokens_per_s"]:
+                results["concurrent8"][method] = c8
     base = results["batch1"]["plain"]["ms_per_token"]
     print(f"LLaVA {args.size} random weights, {results['image_tokens']} image tokens, {args.tokens} tokens, "
           f"{args.threads} threads, {args.device}")

@@ -74,7 +74,7 @@ def make_decoder(req: GenerateRequest, ids: list[int], tokenizer: PreTrainedToke
         raise APIError(400, f"invalid parameters for {cls.name}: {exc.errors()[0]['msg']}", "decoding") from exc
     seed = None if req.sampling.seed is None else req.sampling.seed + index
     tokenize = (lambda x: _tokenize(x, req, tokenizer)) if media is None else \
-        (lambda x: media.vision.encode(x, media.images, req.add_generation_prompt)[0])
+        (lambda x: media.tokenize(x, req.add_generation_prompt))
     ctx = RequestContext(prompt_ids=ids, model_info=info, messages=req.messages, prompt=req.prompt,
                          tokenize=tokenize, seed=seed, media=media)
     try:

@@ -112,6 +112,13 @@ class Media:
     def process(self, images: list[Image.Image]) -> ImageInputs:
         return self.vision.pixels(images)
 
+    def tokenize(self, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+        """Another view's messages (lqcd, cfg, ...) rendered like the request's: its placeholders take the
+        request's images in order."""
+        count = sum(1 for m in messages if isinstance(m.get("content"), list)
+                    for p in m["content"] if p.get("type") == "image")
+        return self.vision.encode(messages, self.images[:count], add_generation_prompt)[0]
+
 
 def request_media(req: GenerateRequest, vision: VisionProcessor | None, model: str
                   ) -> tuple[list[int], Media] | None:
