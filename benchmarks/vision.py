@@ -24,16 +24,22 @@ import torch
 from PIL import Image, ImageDraw
 
 SIZES = {  # text (hidden, intermediate, layers, heads, kv heads); vision (hidden, layers, image size, patch)
-    "tiny": dict(text=(64, 128, 2, 4, 2), vision=(32, 2, 30, 6)),
-    "small": dict(text=(576, 1536, 30, 9, 3), vision=(256, 4, 224, 14)),
+    "tiny": {"text": (64, 128, 2, 4, 2), "vision": (32, 2, 30, 6)},
+    "small": {"text": (576, 1536, 30, 9, 3), "vision": (256, 4, 224, 14)},
 }
 
 
 def build_llava(path: Path, size: str) -> None:
-    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
-
     from counterpoint.server.worker import loader
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
     tok = AutoTokenizer.from_pretrained(loader.resolve(loader.DEFAULT_MODEL))
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     (h, inter, layers, heads, kv), (vh, vlayers, image_size, patch) = SIZES[size]["text"], SIZES[size]["vision"]

@@ -49,7 +49,7 @@ def _color_jitter(image: Image.Image, rng: random.Random) -> Image.Image:
     """brightness, contrast, saturation factors in [0, 2] (jitter 1.0) and a hue shift in [-0.5, 0.5]."""
     for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
         image = enhance(image).enhance(rng.uniform(0.0, 2.0))
-    shift = int(round(rng.uniform(-0.5, 0.5) * 255))
+    shift = round(rng.uniform(-0.5, 0.5) * 255)
     h, s, v = image.convert("HSV").split()
     h = h.point(lambda x: (x + shift) % 256)
     return Image.merge("HSV", (h, s, v)).convert("RGB")
@@ -63,7 +63,7 @@ def _random_resized_crop(image: Image.Image, rng: random.Random, scale=(0.08, 1.
     for _ in range(10):
         area = w * h * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < cw <= w and 0 < ch <= h:
             left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
             return image.resize((w, h), Image.BILINEAR, box=(left, top, left + cw, top + ch))

@@ -39,7 +39,7 @@ async def fetch_image(url: str, settings: Settings) -> bytes:
         raise ImageRefused("image URLs must be data:, http: or https:")
     try:
         return await asyncio.wait_for(_fetch(url, settings), settings.image_fetch_timeout)
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise ImageRefused(f"fetching the image took longer than {settings.image_fetch_timeout:g}s") from exc
     except httpx.HTTPError as exc:
         raise ImageRefused(f"fetching the image failed: {type(exc).__name__}") from exc

@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from counterpoint.decoders import Decoder
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..worker_protocol import SamplingParams, TokenLogprob, TopLogprob
 from .block_manager import BlockManager, KVPools
@@ -27,7 +26,6 @@ from .paged_attention import KVCache
 from .sampler import Sampler, SamplerOutput
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import Sequence, SequenceGroup
-
 
 MIN_LOGPROB = -9999.0  # what -inf (a token the method rules out) is reported as: JSON has no infinity
 

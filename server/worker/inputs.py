@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from counterpoint.decoders import REGISTRY, Decoder, DecodingError, RequestContext, supported_methods
 from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
-
-from counterpoint.decoders import REGISTRY, Decoder, DecodingError, RequestContext, supported_methods
 
 from ..errors import APIError
 from ..worker_protocol import GenerateRequest

@@ -78,7 +78,7 @@ class VisionProcessor:
         processor = AutoProcessor.from_pretrained(path)
         token_id = getattr(config, "image_token_id", None)
         if token_id is None:
-            token_id = getattr(config, "image_token_index")
+            token_id = config.image_token_index
         return cls(processor, token_id)
 
     def pixels(self, images: list[Image.Image]) -> ImageInputs:

@@ -56,8 +56,14 @@ def _spread(model, projector: torch.nn.Module, projector_scale: float = 8.0) -> 
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory, default_model_dir, tokenizer) -> Path:
     """A 2-layer random LLaVA (CLIP tower 30x30, patch 6: 25 image tokens) with an offline LlavaProcessor."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
     tok = _vision_tokenizer(tokenizer, ["<image>"])
     image_processor = CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=6,
@@ -84,6 +90,7 @@ def llava_worker(tiny_llava_dir):
     """A live worker serving the tiny LLaVA as "tiny-llava"."""
     from counterpoint.server.config import Settings
     from counterpoint.server.worker.factory import build_worker_app
+
     from tests.conftest import ThreadServer
     app = build_worker_app(Settings(model=str(tiny_llava_dir), served_model_name="tiny-llava", kv_cache_gb=0.02))
     with ThreadServer(app) as server:
@@ -95,6 +102,7 @@ def vision_gateway(llava_worker, tiny_worker):
     """A gateway in front of the LLaVA worker and the text-only tiny Llama worker."""
     from counterpoint.server.config import Settings
     from counterpoint.server.gateway.app import create_app
+
     from tests.conftest import ThreadServer
     with ThreadServer(create_app(Settings(worker_urls=[llava_worker.url, tiny_worker.url]))) as server:
         yield server
@@ -111,8 +119,14 @@ def vision_client(vision_gateway):
 def tiny_idefics3_dir(tmp_path_factory, tokenizer) -> Path:
     """A 2-layer random Idefics3 (SmolVLM's architecture: SigLIP-style tower 48x48, patch 8, pixel shuffle 2:
     9 image tokens per image, no image splitting) with an offline Idefics3Processor."""
-    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
-                              Idefics3Processor, Idefics3VisionConfig, LlamaConfig)
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+        LlamaConfig,
+    )
     tok = _vision_tokenizer(tokenizer, ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>"])
     image_processor = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 48},
                                              max_image_size={"longest_edge": 48})

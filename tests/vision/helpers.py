@@ -6,14 +6,13 @@ import base64
 import io
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
 from counterpoint.decoders import REGISTRY
 from counterpoint.server.worker.engine import Engine, EngineConfig
 from counterpoint.server.worker.factory import model_info
 from counterpoint.server.worker.inputs import make_decoder
 from counterpoint.server.worker.vision import VisionProcessor, request_media
 from counterpoint.server.worker_protocol import DecodingSpec, GenerateRequest, ImageInput, SamplingParams
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 
 def load(path) -> torch.nn.Module:

@@ -6,12 +6,12 @@ import asyncio
 import io
 
 import pytest
+from counterpoint.server.config import Settings
+from counterpoint.server.gateway.images import ImageRefused, fetch_image
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from counterpoint.server.config import Settings
-from counterpoint.server.gateway.images import ImageRefused, fetch_image
 from tests.conftest import ThreadServer
 
 from .conftest import make_image

@@ -6,9 +6,8 @@ import random
 
 import pytest
 import torch
-from PIL import ImageChops
-
 from counterpoint.decoders.images import TRANSFORMS, diffusion_noise, pick_transform, transform
+from PIL import ImageChops
 
 from .conftest import make_image
 

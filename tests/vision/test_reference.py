@@ -12,7 +12,17 @@ from transformers import AutoProcessor
 from tests.decoders.reference import NEG, apc, greedy_loop
 
 from .conftest import make_image
-from .helpers import image_message, last_logits, load, make_engine, run, request
+from .helpers import (
+    image_message,
+    last_logits,
+    load,
+    make_decoder,
+    make_engine,
+    model_info,
+    request,
+    request_media,
+    run,
+)
 
 QUESTION = "What is in the picture?"
 
@@ -156,7 +166,6 @@ def test_two_images_and_a_batch_of_requests(engine, llava, processor):
     images = [make_image(10), make_image(11)]
     ids, pixels = encode(processor, msgs, images)
     ref = greedy_loop({"o": ids}, lambda v: last_logits(llava, v["o"], pixels), 6)
-    from .helpers import request_media, make_decoder, model_info  # noqa: F401 (the same path as run())
     reqs = [request(msgs, images, max_tokens=6), request(image_message(QUESTION), [make_image(12)], max_tokens=6)]
     info = model_info(eng, "tiny")
     info.is_vision = True
