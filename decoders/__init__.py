@@ -9,10 +9,12 @@ from .lol import LoL
 from .lqcd import LQCD
 from .overshadow import Overshadow
 from .plain import Plain
+from .ritual import Ritual
 from .scmoe import SCMoE
+from .vcd import VCD
 
 REGISTRY: dict[str, type[Decoder]] = {cls.name: cls for cls in (Plain, CD, DoLa, LoL, CFG, LQCD, Overshadow, SCMoE,
-                                                                    ContrastiveSearch)}
+                                                                    ContrastiveSearch, VCD, Ritual)}
 
 __all__ = ["REGISTRY", "Decoder", "DecodingError", "Fused", "LayerLogits", "MethodParams", "RequestContext", "View",
            "supported_methods"]

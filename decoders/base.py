@@ -34,6 +34,8 @@ class View:
     prompt_ids: list[int]  # this view's prompt tokens
     model: str = "main"  # "main" or "amateur"
     weak_rank: int | None = None  # scmoe: route to the expert of this rank only
+    images: Any = None  # vision models: this view's image inputs (server.worker.vision.ImageInputs); None: the
+    #   request's own images when the prompt holds image tokens, else none
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class RequestContext:
     prompt: str | list[int] | None = None  # completion requests: the prompt
     tokenize: Callable[[list[dict[str, Any]] | str], list[int]] | None = None  # same template as the prompt
     seed: int | None = None
+    media: Any = None  # chat requests with images: server.worker.vision.Media (images, pixels, processor)
 
 
 @dataclass

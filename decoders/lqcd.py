@@ -30,10 +30,11 @@ class LQCD(Decoder):
             users = [i for i, m in enumerate(ctx.messages) if m["role"] == "user"]
             if not users:
                 raise DecodingError("lqcd needs a user message to neutralize")
-            leading = ctx.messages[users[-1]]["content"]
+            content = ctx.messages[users[-1]]["content"]
+            leading = _text(content)
             neutral = p.neutral_query if p.neutral_query is not None else neutralize(leading)
             messages = [dict(m) for m in ctx.messages]
-            messages[users[-1]]["content"] = neutral
+            messages[users[-1]]["content"] = _with_text(content, neutral)
             self.neutral_ids = ctx.tokenize(messages)
         elif isinstance(ctx.prompt, str):
             leading = ctx.prompt
@@ -44,7 +45,7 @@ class LQCD(Decoder):
         self.decided = {"neutral_query": neutral, "rewrite": "client" if p.neutral_query is not None else "automatic",
                         "changed": neutral != leading}
 
-    def views(self) -> list[View]:
+    def views(self) -> list[View]:  # with an image, both views carry it (the engine attaches the request's)
         return [View("original", self.neutral_ids), View("leading", self.ctx.prompt_ids)]
 
     @classmethod
@@ -52,3 +53,18 @@ class LQCD(Decoder):
         neutral, leading = logits["original"], logits["leading"]  # [G, V]
         alpha, beta = params_column(decoders, "alpha", neutral), params_column(decoders, "beta", neutral)
         return Fused(contrast(neutral, leading, alpha, beta), leading)
+
+
+def _text(content: str | list[dict]) -> str:
+    """A message's text; with images, the concatenation of its text parts."""
+    return content if isinstance(content, str) else "".join(p["text"] for p in content if p["type"] == "text")
+
+
+def _with_text(content: str | list[dict], text: str) -> str | list[dict]:
+    """The message with its text replaced, image placeholders kept where they were."""
+    if isinstance(content, str):
+        return text
+    parts = [p for p in content if p["type"] != "text"]
+    first_text = next((i for i, p in enumerate(content) if p["type"] == "text"), len(content))
+    images_before = sum(1 for p in content[:first_text] if p["type"] != "text")
+    return parts[:images_before] + [{"type": "text", "text": text}] + parts[images_before:]

@@ -72,10 +72,10 @@ def enrol(req: Any, experiments: dict[str, Experiment]) -> tuple[str, str] | Non
     return field.experiment, arm.name
 
 
-def to_worker(req: Any, request_id: str, experiments: dict[str, Experiment]):
-    """`req.to_worker(request_id)` with the experiment's arm resolved and named in every `DecodingSpec`."""
+def to_worker(req: Any, request_id: str, experiments: dict[str, Experiment], **kwargs: Any):
+    """`req.to_worker(request_id, **kwargs)` with the experiment's arm resolved and named in every `DecodingSpec`."""
     enrolled = enrol(req, experiments)
-    gens = req.to_worker(request_id)
+    gens = req.to_worker(request_id, **kwargs)
     if enrolled is not None:
         for gen in gens if isinstance(gens, list) else [gens]:
             gen.decoding.experiment, gen.decoding.arm = enrolled

@@ -43,13 +43,22 @@ class DecodingSpec(BaseModel):
     decided: dict[str, Any] = Field(default_factory=dict)  # what the method decided (rewrite, layers, ...)
 
 
+class ImageInput(BaseModel):
+    """One image of a chat request, fetched or decoded and checked by the gateway: bytes, never a URL."""
+
+    part: str  # where it came from, e.g. "messages[0].content[1]": named in errors about it
+    data: str  # the image file (PNG, JPEG or WebP) base64-encoded
+
+
 class GenerateRequest(BaseModel):
     """One OpenAI request as the worker sees it: text in, sampling settings, decoding method."""
 
     request_id: str  # unique id, also the OpenAI response id
     model: str  # served model name
     prompt: str | list[int] | None = None  # completions: text or token ids
-    messages: list[dict[str, Any]] | None = None  # chat: OpenAI messages, content as text
+    messages: list[dict[str, Any]] | None = None  # chat: OpenAI messages, content as text (or, with images, a
+    #   list of {"type": "text", "text": ...} and {"type": "image"} placeholders, one per entry of `images`)
+    images: list[ImageInput] = Field(default_factory=list)  # chat: the images, in placeholder order
     add_generation_prompt: bool = True  # chat: end the prompt with the assistant turn opener
     echo: bool = False  # completions: send the prompt back as text in the start event
     sampling: SamplingParams = Field(default_factory=SamplingParams)  # how to pick tokens

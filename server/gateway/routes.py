@@ -16,6 +16,7 @@ from ..errors import APIError
 from ..protocol.chat import ChatCompletionRequest
 from ..protocol.completions import CompletionRequest
 from .deps import Authorized, OutcomesDep, PoolDep, SettingsDep
+from .images import request_images
 from .observe import Observation
 from .responses import StreamFailed, chat_chunks, chat_response, completion_chunks, completion_response
 
@@ -36,7 +37,9 @@ async def chat_completions(req: ChatCompletionRequest, pool: PoolDep, settings: 
                            outcomes: OutcomesDep) -> Response:
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     with Observation(rid, req.model, outcomes).failures() as obs:
-        gen = experiments.to_worker(req, rid, settings.experiments)
+        parts = req.image_parts()
+        images = await request_images(parts, settings, pool.models().get(req.model)) if parts else []
+        gen = experiments.to_worker(req, rid, settings.experiments, images=images)
         obs.resolved(gen.decoding)
         events = obs.watch(await pool.open(gen))
         headers = _decoding_header(gen.decoding)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import APIError
-from ..worker_protocol import GenerateRequest, TokenLogprob
+from ..worker_protocol import GenerateRequest, ImageInput, TokenLogprob
 from .common import SamplingFields
 from .images import check_image_url
 from .limits import current as limits
@@ -44,14 +44,27 @@ class ChatMessage(BaseModel):
     def text(self, index: int) -> str:
         if self.content is None or isinstance(self.content, str):
             return self.content or ""
-        texts = []
-        for j, part in enumerate(self.content):
+        return "".join(p["text"] for p in self.parts(index) if p["type"] == "text")
+
+    def parts(self, index: int) -> list[dict[str, str]]:
+        """Content parts for the worker: text parts, and one `{"type": "image"}` placeholder per image."""
+        out = []
+        for j, part in enumerate(self.content or []):
             if part.type == "image_url":
-                raise APIError(400, "this model does not accept images", f"messages[{index}].content[{j}]")
-            if part.text is None:
+                if not isinstance((part.image_url or {}).get("url"), str):
+                    raise APIError(400, "an image_url part needs `image_url.url`", f"messages[{index}].content[{j}]")
+                out.append({"type": "image"})
+            elif part.text is None:
                 raise APIError(400, "a text part needs `text`", f"messages[{index}].content[{j}]")
-            texts.append(part.text)
-        return "".join(texts)
+            else:
+                out.append({"type": "text", "text": part.text})
+        return out
+
+    def worker_content(self, index: int) -> str | list[dict[str, str]]:
+        """Text, or (when the message holds images) the list of parts with image placeholders."""
+        if isinstance(self.content, list) and any(p.type == "image_url" for p in self.content):
+            return self.parts(index)
+        return self.text(index)
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -81,12 +94,20 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("top_logprobs requires logprobs to be true")
         return self
 
-    def to_worker(self, request_id: str) -> GenerateRequest:
+    def image_parts(self) -> list[tuple[str, str]]:
+        """(`messages[i].content[j]`, url) of every image part, in order."""
+        for i, m in enumerate(self.messages):
+            m.text(i)  # every part well-formed (an image_url part has a url) before anything is fetched
+        return [(f"messages[{i}].content[{j}]", p.image_url["url"])
+                for i, m in enumerate(self.messages) if isinstance(m.content, list)
+                for j, p in enumerate(m.content) if p.type == "image_url"]
+
+    def to_worker(self, request_id: str, images: list[ImageInput] = ()) -> GenerateRequest:
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.worker_content(i)}
                     for i, m in enumerate(self.messages)]
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
-        return GenerateRequest(request_id=request_id, model=self.model, messages=messages,
+        return GenerateRequest(request_id=request_id, model=self.model, messages=messages, images=list(images),
                                add_generation_prompt=self.add_generation_prompt,
                                sampling=self.sampling_params(max_tokens, logprobs),
                                decoding=self.decoding_spec())

@@ -25,6 +25,7 @@ from . import metrics
 from .async_engine import AsyncEngine
 from .engine import Engine, StepOutput
 from .inputs import ModelInfo, check_lengths, make_decoder, prompt_ids
+from .vision import VisionProcessor, request_media
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class WorkerState:
     info: ModelInfo
     settings: Settings
     num_admitted: int = 0  # groups accepted by /generate whose stream has not ended (running or waiting)
+    vision: VisionProcessor | None = None  # vision-language models: the processor that places image tokens
 
 
 class Admission:
@@ -53,8 +55,9 @@ class Admission:
         self.num_groups = 0
 
 
-def create_app(engine: Engine, info: ModelInfo, settings: Settings | None = None) -> FastAPI:
-    state = WorkerState(AsyncEngine(engine), info, settings or Settings())
+def create_app(engine: Engine, info: ModelInfo, settings: Settings | None = None,
+               vision: VisionProcessor | None = None) -> FastAPI:
+    state = WorkerState(AsyncEngine(engine), info, settings or Settings(), vision=vision)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -86,8 +89,9 @@ def create_app(engine: Engine, info: ModelInfo, settings: Settings | None = None
         if req.model != state.info.name:
             raise APIError(404, f"The model {req.model!r} does not exist on this worker.", "model", "model_not_found")
         tokenizer = engine.tokenizer
-        ids = prompt_ids(req, tokenizer, state.info)
-        decoders = [make_decoder(req, ids, tokenizer, state.info, i) for i in range(req.sampling.n)]
+        with_images = request_media(req, state.vision, state.info.name)
+        ids, media = with_images if with_images else (prompt_ids(req, tokenizer, state.info), None)
+        decoders = [make_decoder(req, ids, tokenizer, state.info, i, media) for i in range(req.sampling.n)]
         check_lengths(req, decoders[0], state.info)
         admission = Admission(state, len(decoders))  # 429 when the queue is full
         return StreamingResponse(_stream(state, req, ids, decoders, admission), media_type="application/x-ndjson",

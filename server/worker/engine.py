@@ -15,9 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from counterpoint.decoders import Decoder
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..worker_protocol import SamplingParams, TokenLogprob, TopLogprob
 from .block_manager import BlockManager, KVPools
@@ -29,7 +28,6 @@ from .paged_attention import KVCache
 from .sampler import Sampler, SamplerOutput
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import Sequence, SequenceGroup
-
 
 MIN_LOGPROB = -9999.0  # what -inf (a token the method rules out) is reported as: JSON has no infinity
 
@@ -102,8 +100,7 @@ class Engine:
     def add(self, group_id: str, index: int, decoder: Decoder, sampling: SamplingParams,
             diagnostics: bool = False) -> SequenceGroup:
         """Queue one choice. The caller has validated lengths against `max_model_len` and capacity."""
-        seqs = [Sequence(v.name, list(v.prompt_ids), len(v.prompt_ids), v.model, v.weak_rank)
-                for v in decoder.views()]
+        seqs = [Sequence.from_view(v, decoder.ctx) for v in decoder.views()]
         assert seqs[0].view == "original"
         scratch_blocks = 0
         if getattr(decoder, "expands_candidates", False):  # contrastive search: room for k candidate rows

@@ -29,7 +29,7 @@ def model_info(engine: Engine, name: str, amateur_name: str | None = None) -> Mo
                      tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
                      num_experts=experts, eos_token_ids=tuple(sorted(engine.eos_token_ids)),
                      amateur=amateur_name if engine.amateur is not None else None,
-                     amateur_num_layers=amateur_layers)
+                     amateur_num_layers=amateur_layers, is_vision=engine.runner.is_vision)
 
 
 def build_worker_app(settings: Settings) -> FastAPI:
@@ -40,4 +40,8 @@ def build_worker_app(settings: Settings) -> FastAPI:
     engine = build_engine(settings)
     name = settings.served_model_name or loader.default_model_name(settings.model)
     amateur_name = loader.default_model_name(settings.amateur) if settings.amateur else None
-    return create_app(engine, model_info(engine, name, amateur_name), settings)
+    vision = None
+    if engine.runner.is_vision:
+        from .vision import VisionProcessor
+        vision = VisionProcessor.load(loader.resolve(settings.model), engine.model.config)
+    return create_app(engine, model_info(engine, name, amateur_name), settings, vision)

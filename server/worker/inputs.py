@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jinja2 import TemplateError
+from counterpoint.decoders import REGISTRY, Decoder, DecodingError, RequestContext, supported_methods
 from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
-from counterpoint.decoders import REGISTRY, Decoder, DecodingError, RequestContext, supported_methods
-
 from ..errors import APIError
 from ..worker_protocol import GenerateRequest
+from .vision import Media
 
 
 @dataclass
@@ -33,11 +33,12 @@ class ModelInfo:
     eos_token_ids: tuple[int, ...] = ()
     amateur: str | None = None  # name of the amateur model served beside this one (cd, lol)
     amateur_num_layers: int = 0
+    is_vision: bool = False  # a vision-language model: chat messages may hold images (vcd, ritual)
 
     def as_dict(self) -> dict:
         methods = [m for m in supported_methods() if REGISTRY[m].supports(self)]
         return {"id": self.name, "max_model_len": self.max_model_len, "methods": methods,
-                "amateur": self.amateur}
+                "amateur": self.amateur, "vision": self.is_vision}
 
 
 def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: ModelInfo) -> list[int]:
@@ -65,7 +66,7 @@ def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: M
 
 
 def make_decoder(req: GenerateRequest, ids: list[int], tokenizer: PreTrainedTokenizerBase, info: ModelInfo,
-                 index: int = 0) -> Decoder:
+                 index: int = 0, media: Media | None = None) -> Decoder:
     cls = REGISTRY.get(req.decoding.method)
     if cls is None:
         raise APIError(400, f"unknown decoding method {req.decoding.method!r}; supported: "
@@ -75,8 +76,10 @@ def make_decoder(req: GenerateRequest, ids: list[int], tokenizer: PreTrainedToke
     except ValidationError as exc:
         raise APIError(400, f"invalid parameters for {cls.name}: {exc.errors()[0]['msg']}", "decoding") from exc
     seed = None if req.sampling.seed is None else req.sampling.seed + index
+    tokenize = (lambda x: _tokenize(x, req, tokenizer)) if media is None else \
+        (lambda x: media.tokenize(x, req.add_generation_prompt))
     ctx = RequestContext(prompt_ids=ids, model_info=info, messages=req.messages, prompt=req.prompt,
-                         tokenize=lambda x: _tokenize(x, req, tokenizer), seed=seed)
+                         tokenize=tokenize, seed=seed, media=media)
     try:
         return cls(params, ctx)
     except DecodingError as exc:

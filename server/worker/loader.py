@@ -85,6 +85,9 @@ def load(spec: str, dtype: str = "float32", device: str = "cpu"
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
     config = AutoConfig.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=DTYPES[dtype]).to(device)
+    auto = AutoModelForCausalLM
+    if getattr(config, "vision_config", None) is not None:  # a vision-language model (LLaVA, Idefics3, ...)
+        from transformers import AutoModelForImageTextToText as auto
+    model = auto.from_pretrained(path, config=config, dtype=DTYPES[dtype]).to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model.eval(), tokenizer

@@ -37,7 +37,10 @@ class ModelRunner:
         self.model = model
         self.cache = cache
         self.device = cache.keys.device
-        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        self.is_vision = getattr(model.config, "vision_config", None) is not None
+        # Only the language model reads the paged cache; a vision tower keeps ordinary attention.
+        model.set_attn_implementation({"text_config": ATTN_IMPLEMENTATION, "vision_config": "sdpa"}
+                                      if self.is_vision else ATTN_IMPLEMENTATION)
         self.routing = RoutingOverride(model)
 
     def prepare_inputs(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor, PagedBatch]:
@@ -110,7 +113,7 @@ class ModelRunner:
         try:
             out = self.model(input_ids=input_ids, position_ids=position_ids, paged=batch,
                              logits_to_keep=(keep[:0] if joint else keep).to(self.device), use_cache=False,
-                             output_hidden_states=bool(layer_requests or hidden_rows))
+                             output_hidden_states=bool(layer_requests or hidden_rows), **self._image_inputs(seqs))
         finally:
             self.routing.weak_rank = None
         if joint:
@@ -128,6 +131,14 @@ class ModelRunner:
         for seq in seqs:
             seq.num_computed_tokens = len(seq.token_ids)
         return ForwardOutput(logits[:len(seqs)], prompt_logits, layers, hidden)
+
+    def _image_inputs(self, seqs: list[Sequence]) -> dict[str, torch.Tensor]:
+        """Pixel inputs of the rows whose image tokens this forward computes, in packed order."""
+        rows = [s.images for s in seqs if s.needs_images]
+        if not rows:
+            return {}
+        from .vision import concat
+        return concat(rows, self.device, next(self.model.parameters()).dtype)
 
     def _weak_ranks(self, seqs: list[Sequence], q_lens: torch.Tensor) -> torch.Tensor | None:
         ranks = [-1 if s.weak_rank is None else s.weak_rank for s in seqs]

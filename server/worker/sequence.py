@@ -37,6 +37,7 @@ class Sequence:
     max_shared: int | None = None  # tokens at most that may share blocks with another view (images end it)
     lookahead: int = 0  # cache slots kept allocated past the tokens (contrastive search fills one per step)
     scratch_slot: int | None = None  # candidate rows only: the slot their one new token's keys/values go to
+    images: object = None  # vision models: this view's ImageInputs, given to the forward that computes its image tokens
     num_computed_tokens: int = 0  # tokens whose keys/values are in the cache
     block_table: list[int] = field(default_factory=list)  # cache blocks in position order
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
@@ -44,6 +45,23 @@ class Sequence:
     @property
     def num_new_tokens(self) -> int:
         return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def needs_images(self) -> bool:
+        """This step computes the view's image tokens (prefill, or recompute after preemption)."""
+        return self.images is not None and self.num_computed_tokens <= (self.max_shared or 0)
+
+    @classmethod
+    def from_view(cls, view, ctx) -> Sequence:
+        """A decoder's View as a sequence. A main-model view whose prompt holds image tokens gets the request's
+        images unless it brings its own, and shares no cache blocks past its first image token."""
+        media, images = getattr(ctx, "media", None), getattr(view, "images", None)
+        first = None
+        if media is not None and view.model == "main":
+            first = media.vision.first_image_token(view.prompt_ids)
+            images = (media.pixels if images is None else images) if first is not None else None
+        return cls(view.name, list(view.prompt_ids), len(view.prompt_ids), view.model, view.weak_rank,
+                   max_shared=first, images=images)
 
 
 @dataclass
