@@ -45,14 +45,28 @@ def amateur_dir(model_dir: Path, layers: int) -> Path:
     return target
 
 
-def ms_per_token(engine: Engine, method: str, params: dict, tokens: int) -> float:
+def add_request(engine: Engine, method: str, params: dict, tokens: int, rid: str = "bench") -> None:
     tok = engine.tokenizer
     render = lambda m: list(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True)["input_ids"])
     tokenize = lambda x: tok(x)["input_ids"] if isinstance(x, str) else render(x)
     info = model_info(engine, "default", "amateur" if engine.amateur is not None else None)
     cls = REGISTRY[method]
     decoder = cls(cls.Params(**params), RequestContext(render(MESSAGES), info, messages=MESSAGES, tokenize=tokenize))
-    engine.add("bench", 0, decoder, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+    engine.add(rid, 0, decoder, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+
+
+def aggregate_tps(engine: Engine, method: str, params: dict, tokens: int, n: int = 8) -> float:
+    """Tokens/s of n concurrent requests of one method (prefill included)."""
+    for i in range(n):
+        add_request(engine, method, params, tokens, f"bench{i}")
+    t, produced = time.perf_counter(), 0
+    while engine.has_work:
+        produced += sum(len(o.token_ids) for o in engine.step())
+    return produced / (time.perf_counter() - t)
+
+
+def ms_per_token(engine: Engine, method: str, params: dict, tokens: int) -> float:
+    add_request(engine, method, params, tokens)
     stamps = []
     while engine.has_work:
         if any(o.token_ids for o in engine.step()):
@@ -117,7 +131,7 @@ def main() -> None:
     for k, (method, params, target) in enumerate(METHODS):
         limit = 1.0 + amateur_plain + 0.15 if target == "amateur" else target
         rows.append({"method": method, "params": params, "ms_per_token": best[k], "x_plain": best[k] / plain,
-                     "target_x": limit})
+                     "target_x": limit, "tps_8_concurrent": aggregate_tps(engine, method, params, args.tokens)})
 
     ref = load(model_dir)
     ids = list(tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)["input_ids"])
@@ -139,16 +153,19 @@ def main() -> None:
         if key in naive:
             r["naive_ms_per_token"] = naive[key]
             r["speedup_vs_naive"] = naive[key] / r["ms_per_token"]
+            r["speedup_vs_naive_8"] = r["tps_8_concurrent"] / (1e3 / naive[key])  # naive code runs one at a time
 
     print(f"default model, float32, batch 1, {args.tokens} tokens, {args.threads} threads; "
           f"amateur = first {args.amateur_layers} layers ({amateur_plain:.2f}x plain on its own)")
-    print(f"{'method':<32} {'ms/token':>9} {'x plain':>8} {'target':>7} {'naive ms':>9} {'speed-up':>9}")
+    print(f"{'method':<30} {'ms/token':>9} {'x plain':>8} {'target':>7} {'8 conc tok/s':>13} {'naive ms':>9} "
+          f"{'speed-up b1':>12} {'speed-up 8':>11}")
     for r in rows:
         name = r["method"] + (f" {json.dumps(r['params'])}" if r["params"] else "")
         naive_ms = f"{r['naive_ms_per_token']:.1f}" if "naive_ms_per_token" in r else "-"
         speed = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else "-"
-        print(f"{name[:32]:<32} {r['ms_per_token']:>9.1f} {r['x_plain']:>7.2f}x {r['target_x']:>6.2f}x "
-              f"{naive_ms:>9} {speed:>9}")
+        speed8 = f"{r['speedup_vs_naive_8']:.2f}x" if "speedup_vs_naive_8" in r else "-"
+        print(f"{name[:30]:<30} {r['ms_per_token']:>9.1f} {r['x_plain']:>7.2f}x {r['target_x']:>6.2f}x "
+              f"{r['tps_8_concurrent']:>13.1f} {naive_ms:>9} {speed:>12} {speed8:>11}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"tokens": args.tokens, "threads": args.threads,
                                           "amateur_plain_x": amateur_plain, "rows": rows}, indent=2))
