@@ -16,7 +16,7 @@ from pydantic import Field
 
 from .base import NEG_INF, Decoder, Fused, MethodParams, View, params_column, plausible
 from .images import pick_transform, transform
-from .vcd import require_image
+from .vcd import ImageContrast
 
 TransformName = Literal["random", "horizontal_flip", "vertical_flip", "rotation", "color_jitter", "gaussian_blur",
                         "random_resized_crop"]
@@ -28,17 +28,12 @@ class RitualParams(MethodParams):
     transform: TransformName = "random"
 
 
-class Ritual(Decoder):
+class Ritual(ImageContrast):
     name = "ritual"
     Params = RitualParams
 
-    @classmethod
-    def supports(cls, model_info) -> bool:
-        return bool(getattr(model_info, "is_vision", False))
-
     def setup(self) -> None:
-        require_image(self)
-        seed = self.ctx.seed if self.ctx.seed is not None else random.randrange(2**31)
+        seed = self.image_seed()
         rng = random.Random(seed)
         chosen = pick_transform(self.params.transform, rng)
         media = self.ctx.media

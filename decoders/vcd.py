@@ -23,24 +23,28 @@ class VCDParams(MethodParams):
     noise_step: int = Field(500, ge=0, le=999)
 
 
-def require_image(decoder: Decoder) -> None:
-    if not getattr(decoder.ctx.model_info, "is_vision", False):
-        raise DecodingError(f"{decoder.name} needs a vision-language model; this model reads text only")
-    if decoder.ctx.media is None:
-        raise DecodingError(f"{decoder.name} needs an image in the messages (an image_url content part)")
-
-
-class VCD(Decoder):
-    name = "vcd"
-    Params = VCDParams
+class ImageContrast(Decoder):
+    """Base of the methods whose contrast view changes the image: vision models only, an image required."""
 
     @classmethod
     def supports(cls, model_info) -> bool:
         return bool(getattr(model_info, "is_vision", False))
 
+    def image_seed(self) -> int:
+        """Checks that the request can run the method; the seed of its random image change."""
+        if not getattr(self.ctx.model_info, "is_vision", False):
+            raise DecodingError(f"{self.name} needs a vision-language model; this model reads text only")
+        if self.ctx.media is None:
+            raise DecodingError(f"{self.name} needs an image in the messages (an image_url content part)")
+        return self.ctx.seed if self.ctx.seed is not None else random.randrange(2**31)
+
+
+class VCD(ImageContrast):
+    name = "vcd"
+    Params = VCDParams
+
     def setup(self) -> None:
-        require_image(self)
-        seed = self.ctx.seed if self.ctx.seed is not None else random.randrange(2**31)
+        seed = self.image_seed()
         pixels = self.ctx.media.pixels
         self.noised = pixels.replace(diffusion_noise(pixels.pixel_values, self.params.noise_step, seed))
         self.decided = {"noise_seed": seed}
