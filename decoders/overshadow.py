@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from .base import Decoder, DecodingError, Fused, MethodParams, View, contrast, params_column
-from .rewrite import find_conditions, remove
+from .rewrite import find_conditions, last_query, remove
 
 
 class OvershadowParams(MethodParams):
@@ -30,21 +30,8 @@ class Overshadow(Decoder):
     supports_prompt_scoring = False  # the contrast view is chosen at prefill from the last position
 
     def setup(self) -> None:
-        ctx, p = self.ctx, self.params
-        if ctx.messages is not None:
-            users = [i for i, m in enumerate(ctx.messages) if m["role"] == "user"]
-            if not users:
-                raise DecodingError("overshadow needs a user message")
-            text = ctx.messages[users[-1]]["content"]
-
-            def render(t: str) -> list[int]:
-                messages = [dict(m) for m in ctx.messages]
-                messages[users[-1]]["content"] = t
-                return ctx.tokenize(messages)
-        elif isinstance(ctx.prompt, str):
-            text, render = ctx.prompt, ctx.tokenize
-        else:
-            raise DecodingError("overshadow needs a text prompt or chat messages, not token ids")
+        p = self.params
+        text, render = last_query(self.ctx, self.name)
         conditions = p.conditions if p.conditions is not None else find_conditions(text)
         missing = [c for c in conditions if c not in text]
         if missing:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+
+from .base import DecodingError, RequestContext
 
 _OPINION = re.compile(
     r"\b(i (really |strongly |honestly )?(think|believe|feel|suspect|guess|reckon|assume)|"
@@ -64,3 +67,36 @@ def find_conditions(text: str, max_conditions: int = 8) -> list[str]:
 def remove(text: str, condition: str) -> str:
     out = text.replace(condition, " ", 1)
     return re.sub(r"\s+([?.!,;])", r"\1", re.sub(r"\s{2,}", " ", out)).strip()
+
+
+def last_query(ctx: RequestContext, method: str) -> tuple[str, Callable[[str], list[int]]]:
+    """The last user message's text (or the text prompt), and a renderer of the request with it replaced."""
+    if ctx.messages is not None:
+        users = [i for i, m in enumerate(ctx.messages) if m["role"] == "user"]
+        if not users:
+            raise DecodingError(f"{method} needs a user message")
+        content = ctx.messages[users[-1]]["content"]
+
+        def render(text: str) -> list[int]:
+            messages = [dict(m) for m in ctx.messages]
+            messages[users[-1]]["content"] = _with_text(content, text)
+            return ctx.tokenize(messages)
+        return _text(content), render
+    if isinstance(ctx.prompt, str):
+        return ctx.prompt, ctx.tokenize
+    raise DecodingError(f"{method} needs a text prompt or chat messages, not token ids")
+
+
+def _text(content: str | list[dict]) -> str:
+    """A message's text; with images, the concatenation of its text parts."""
+    return content if isinstance(content, str) else "".join(p["text"] for p in content if p["type"] == "text")
+
+
+def _with_text(content: str | list[dict], text: str) -> str | list[dict]:
+    """The message with its text replaced, image placeholders kept where they were."""
+    if isinstance(content, str):
+        return text
+    parts = [p for p in content if p["type"] != "text"]
+    first_text = next((i for i, p in enumerate(content) if p["type"] == "text"), len(content))
+    images_before = sum(1 for p in content[:first_text] if p["type"] != "text")
+    return parts[:images_before] + [{"type": "text", "text": text}] + parts[images_before:]
