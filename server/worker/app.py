@@ -22,7 +22,7 @@ from ..config import Settings
 from ..errors import INTERNAL_TOKEN_HEADER, APIError, install_error_handlers
 from ..worker_protocol import GenerateRequest, WorkerEvent
 from . import metrics
-from .async_engine import AsyncEngine
+from .async_engine import AsyncEngine, GenerationFailed
 from .engine import Engine, StepOutput
 from .inputs import ModelInfo, check_lengths, make_decoder, prompt_ids
 from .vision import VisionProcessor, request_media
@@ -135,9 +135,9 @@ async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], deco
             if item is None:
                 pending -= 1
                 continue
-            if isinstance(item, Exception):
-                yield _line(WorkerEvent(type="error", message="generation failed: the engine hit an error",
-                                        status=500))
+            if isinstance(item, Exception):  # only our own failure messages reach the client
+                reason = str(item) if isinstance(item, GenerationFailed) else "the engine hit an error"
+                yield _line(WorkerEvent(type="error", message=f"generation failed: {reason}", status=500))
                 return
             if not started:  # prompt logprobs come with the first output of choice 0's prefill
                 started = True

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EngineFailure:
-    message: str
+    message: str  # written by us (never an exception's text), so it is safe to show the client
+
+
+class GenerationFailed(RuntimeError):
+    """A group ended with an EngineFailure; str() is its client-safe message."""
 
 
 class AsyncEngine:
@@ -65,7 +69,7 @@ class AsyncEngine:
             while True:
                 item = await q.get()
                 if isinstance(item, EngineFailure):
-                    raise RuntimeError(item.message)
+                    raise GenerationFailed(item.message)
                 yield item
                 if item.finish_reason is not None:
                     finished = True

@@ -20,7 +20,8 @@ def observe_engine(async_engine) -> None:
     WAITING.set(len(engine.scheduler.waiting))
     KV_USAGE.set(engine.block_manager.usage)
     PREEMPTIONS.set(engine.scheduler.num_preemptions)
-    for view, total in dict(engine.num_rows_by_view).items():  # dict() copies atomically under the GIL
+    rows = getattr(engine, "num_rows_by_view", {})  # the vLLM backend does not count rows per view
+    for view, total in dict(rows).items():  # dict() copies atomically under the GIL
         key = (id(engine), view)
         FORWARD_ROWS.labels(view).inc(max(0, total - _seen_rows.get(key, 0)))
         _seen_rows[key] = total
