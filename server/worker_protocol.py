@@ -75,6 +75,7 @@ class TokenLogprob(BaseModel):
     token_id: int  # vocabulary id
     token: str  # its text
     logprob: float | None  # as in TopLogprob; None for the first prompt token, which has no context
+    offset: int | None = None  # characters of the prompt (prompt tokens) or of the choice's text before it
     top: list[TopLogprob] = Field(default_factory=list)  # the k most likely tokens at this position
 
 

@@ -36,9 +36,9 @@ def continuation_logprob(choice: dict[str, Any], prompt: str, context_len: int) 
 def _boundary(tokens: list[str], offsets: list[int], text_len: int, start: int, choice_len: int) -> int:
     """Where the choice begins, in `text_offset` coordinates.
 
-    Offsets count the characters of the token strings. A character split across tokens shows as U+FFFD in
-    each part, so offsets drift from the text after it. Anchor at the start when the context's tokens are
-    whole characters, else at the end when the choice's are; if both hold split characters, refuse.
+    counterpoint's offsets follow the text. Servers whose offsets count the characters of the token strings
+    (vLLM's do) drift after a character split across tokens (U+FFFD in each part): anchor at the start when
+    the context's tokens are whole characters, else at the end when the choice's are; if both, refuse.
     """
     end = offsets[-1] + len(tokens[-1]) if tokens else 0
     if end == text_len:

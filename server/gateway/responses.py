@@ -176,9 +176,11 @@ async def completion_response(req: CompletionRequest, rid: str, created: int,
     texts, finish = [""] * num, [None] * num
     lps = [LegacyLogprobs() for _ in range(num)]
     diags = [Diagnostics() for _ in range(num)]
+    echoed = [0] * len(streams)  # length of each prompt's echoed text: completion offsets count after it
     async for p, ev in merged(streams):
         tally.see(ev)
         if ev.type == "start":
+            echoed[p] = len(ev.prompt_text or "")
             for j in range(n):
                 texts[p * n + j] = ev.prompt_text or ""
                 if ev.prompt_logprobs is not None:
@@ -186,7 +188,7 @@ async def completion_response(req: CompletionRequest, rid: str, created: int,
         elif ev.type == "delta":
             k = p * n + ev.index
             texts[k] += ev.text
-            lps[k].add(ev.logprobs or [])
+            lps[k].add(ev.logprobs or [], base=echoed[p])
             finish[k] = ev.finish_reason or finish[k]
             diags[k].add(ev)
     choices = [{"index": k, "text": texts[k], "logprobs": lps[k].data if req.logprobs is not None else None,
@@ -202,6 +204,7 @@ async def completion_chunks(req: CompletionRequest, rid: str, created: int,
     tally, n = Tally(), req.n
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     lps: dict[int, LegacyLogprobs] = {}
+    echoed: dict[int, int] = {}  # prompt index -> length of its echoed text
     first = True
 
     def chunk(choice: dict[str, Any]) -> dict[str, str]:
@@ -213,6 +216,7 @@ async def completion_chunks(req: CompletionRequest, rid: str, created: int,
         async for p, ev in merged(streams):
             tally.see(ev)
             if ev.type == "start" and req.echo:
+                echoed[p] = len(ev.prompt_text or "")
                 for j in range(n):
                     lp = lps.setdefault(p * n + j, LegacyLogprobs())
                     chunk_lp = lp.add(ev.prompt_logprobs) if ev.prompt_logprobs and req.logprobs is not None else None
@@ -220,7 +224,7 @@ async def completion_chunks(req: CompletionRequest, rid: str, created: int,
                                  "finish_reason": None})
             elif ev.type == "delta" and (ev.text or ev.finish_reason or ev.logprobs):
                 k = p * n + ev.index
-                chunk_lp = lps.setdefault(k, LegacyLogprobs()).add(ev.logprobs or []) \
+                chunk_lp = lps.setdefault(k, LegacyLogprobs()).add(ev.logprobs or [], base=echoed.get(p, 0)) \
                     if req.logprobs is not None else None
                 yield chunk({"index": k, "text": ev.text, "logprobs": chunk_lp, "finish_reason": ev.finish_reason,
                              **_stream_diagnostics(ev)})

@@ -62,15 +62,17 @@ class LegacyLogprobs:
         self.offset = start_offset
         self.data: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
 
-    def add(self, items: list[TokenLogprob]) -> dict[str, Any]:
+    def add(self, items: list[TokenLogprob], base: int = 0) -> dict[str, Any]:
+        """`base`: where the text the items' offsets count in starts (the echoed prompt's length, for completions)."""
         chunk: dict[str, list] = {k: [] for k in self.data}
         for t in items:
             text = t.token
             chunk["tokens"].append(text)
             chunk["token_logprobs"].append(t.logprob)
             chunk["top_logprobs"].append(None if t.logprob is None else {x.token: x.logprob for x in t.top})
-            chunk["text_offset"].append(self.offset)
-            self.offset += len(text)
+            offset = self.offset if t.offset is None else base + t.offset  # the worker's, when it gives one
+            chunk["text_offset"].append(offset)
+            self.offset = offset + len(text)
         for k, v in chunk.items():
             self.data[k] += v
         return chunk

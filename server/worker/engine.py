@@ -221,6 +221,7 @@ class Engine:
             g.append_token(token)
             is_stop_token = token in g.sampling.stop_token_ids or (
                 token in g.eos_token_ids and not g.sampling.ignore_eos)
+            before = len(detok.text)
             if is_stop_token:
                 g.finish_reason = "stop"
             else:
@@ -231,6 +232,7 @@ class Engine:
                     g.finish_reason = "length"
             if g.sampling.logprobs is not None:
                 logprobs = [self._token_logprob(token, sampled, i, g.sampling.logprobs)]
+                logprobs[0].offset = _offset(detok.text, before, logprobs[0].token)
         text = detok.take(finished=g.finish_reason is not None)
         return StepOutput(g.group_id, g.index, new_ids, text, logprobs, prompt_lps, g.finish_reason,
                           g.seqs[0].num_prompt_tokens, g.num_generated)
@@ -257,14 +259,36 @@ class Engine:
         targets = torch.tensor(ids[1:], device=lp.device)  # [P-1]
         chosen = lp.gather(1, targets[:, None])[:, 0].tolist()  # [P-1]
         top_lps, top_ids = lp.topk(k, dim=-1) if k > 0 else (None, None)  # [P-1, k]
-        result = [TokenLogprob(token_id=ids[0], token=self._token_text(ids[0]), logprob=None)]
+        offsets = _text_offsets(self.tokenizer, ids)
+        result = [TokenLogprob(token_id=ids[0], token=self._token_text(ids[0]), logprob=None, offset=0)]
         for p, (tok, lpv) in enumerate(zip(ids[1:], chosen)):
             top = []
             if k > 0:
                 top = [TopLogprob(token_id=t, token=self._token_text(t), logprob=self._finite(v))
                        for t, v in zip(top_ids[p].tolist(), top_lps[p].tolist())]
-            result.append(TokenLogprob(token_id=tok, token=self._token_text(tok), logprob=self._finite(lpv), top=top))
+            result.append(TokenLogprob(token_id=tok, token=self._token_text(tok), logprob=self._finite(lpv), top=top,
+                                       offset=offsets[p + 1]))
         return result
+
+
+def _text_offsets(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[int]:
+    """Where each token's text starts in `tokenizer.decode(ids)`: a token that only completes a character
+    split across tokens starts where that character does (decoded incrementally, O(len(ids)))."""
+    detok = Detokenizer(tokenizer, [], [], skip_special_tokens=False)
+    offsets = []
+    for token in ids:
+        before = len(detok.text)
+        detok.add(token)
+        offsets.append(_offset(detok.text, before, tokenizer.decode([token])))
+    return offsets
+
+
+def _offset(text: str, before: int, token_text: str) -> int:
+    """Where a token's text starts, given the text after it was added and the text's length before: a whole
+    token ends the text; a token holding part of a character starts where the text stood before it."""
+    if token_text and "\ufffd" not in token_text and text.endswith(token_text) and len(text) - len(token_text) >= before:
+        return len(text) - len(token_text)
+    return before
 
 
 def _make_cache(model: PreTrainedModel, kv_bytes: int, block_size: int) -> KVCache:

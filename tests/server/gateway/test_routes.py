@@ -176,3 +176,20 @@ def test_disconnect_mid_stream_frees_kv_blocks(tiny_gateway, tiny_worker):
         assert time.monotonic() < deadline, "blocks were not freed after the client left"
         time.sleep(0.05)
     assert not engine.groups
+
+
+def test_text_offsets_follow_the_text_across_split_characters(gateway_client):
+    prompt = "Café 東京 🙂 naïve text 🙂🙂 end"
+    body = gateway_client.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 12,
+                                                       "echo": True, "logprobs": 0, "temperature": 0,
+                                                       "ignore_eos": True}).json()
+    choice = body["choices"][0]
+    text, lp = choice["text"], choice["logprobs"]
+    assert text.startswith(prompt)
+    offsets = lp["text_offset"]
+    assert offsets == sorted(offsets) and offsets[0] == 0 and offsets[-1] <= len(text)
+    for token, offset in zip(lp["tokens"], offsets):
+        if "\ufffd" not in token:  # a whole-character token sits exactly where its text is
+            assert text[offset:offset + len(token)] == token
+    assert lp["token_logprobs"].count(None) == 1  # only the first prompt token has no logprob
+    assert min(offsets[-12:]) >= len(prompt)  # the 12 generated tokens all sit after the echoed prompt
