@@ -45,16 +45,7 @@ def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: M
     if req.messages is not None:
         if not tokenizer.chat_template:
             raise APIError(400, f"model {info.name!r} has no chat template; use /v1/completions", "messages")
-        try:
-            ids = tokenizer.apply_chat_template(req.messages, add_generation_prompt=req.add_generation_prompt,
-                                                tokenize=True)
-        except TemplateError as exc:  # a template may reject a message order (e.g. two system messages)
-            raise APIError(400, f"the chat template rejected these messages: {exc.message or 'invalid'}",
-                           "messages") from exc
-        except Exception as exc:  # no internals (paths, traces) in the answer
-            raise APIError(400, "the chat template could not render these messages", "messages") from exc
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        return list(ids)
+        return render_chat(tokenizer, req.messages, req.add_generation_prompt, "messages")
     if isinstance(req.prompt, str):
         return tokenizer(req.prompt)["input_ids"]
     if isinstance(req.prompt, list):
@@ -86,12 +77,23 @@ def make_decoder(req: GenerateRequest, ids: list[int], tokenizer: PreTrainedToke
         raise APIError(400, str(exc), "decoding") from exc
 
 
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], add_generation_prompt: bool,
+                param: str) -> list[int]:
+    """Chat messages -> prompt ids through the model's template; a 400 naming `param` if it cannot render them."""
+    try:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    except TemplateError as exc:  # a template may reject a message order (e.g. two system messages)
+        raise APIError(400, f"the chat template rejected these messages: {exc.message or 'invalid'}", param) from exc
+    except Exception as exc:  # no internals (paths, traces) in the answer
+        raise APIError(400, "the chat template could not render these messages", param) from exc
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 def _tokenize(x: list[dict] | str, req: GenerateRequest, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Another view's prompt, rendered the way the request's own prompt was."""
+    """Another view's prompt (a decoder's), rendered the way the request's own prompt was."""
     if isinstance(x, str):
         return tokenizer(x)["input_ids"]
-    ids = tokenizer.apply_chat_template(x, add_generation_prompt=req.add_generation_prompt, tokenize=True)
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    return render_chat(tokenizer, x, req.add_generation_prompt, "decoding")
 
 
 def check_lengths(req: GenerateRequest, decoder: Decoder, info: ModelInfo) -> None:

@@ -89,3 +89,11 @@ def test_prompt_scoring_returns_fused_logprobs(gateway_client):
     strict = post(gateway_client, {**req, "decoding": {"method": "cd", "amateur": "layer:1"}}, "/v1/completions")
     ruled_out = strict.json()["choices"][0]["logprobs"]["token_logprobs"][1:]
     assert "Infinity" not in strict.text and min(ruled_out) == -9999.0  # tokens outside APC, as finite JSON
+
+
+def test_negative_messages_the_template_cannot_render_are_400(gateway_client):
+    r = post(gateway_client, {**CHAT, "decoding": {"method": "cfg",
+                                                   "negative_messages": [{"role": 5, "content": "x"}]}})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "decoding" and "chat template" in r.json()["error"]["message"]
+    assert post(gateway_client, CHAT).status_code == 200
