@@ -87,9 +87,7 @@ def fuse(batch: StepBatch) -> FuseResult:
     if any(getattr(g.decoder, "expands_candidates", False) for g in groups):
         return _fuse_with_candidates(batch)
     original = torch.stack([batch.view(i, "original") for i in range(len(groups))])  # [G, V]
-    by_method: dict[tuple, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        by_method[(type(g.decoder), g.decoder.batch_key())].append(i)
+    by_method = _by_key(list(enumerate(groups)))
     if len(by_method) == 1 and all(len(r) == 1 for r in batch.rows) and not any(batch.layers):
         (cls, _), members = next(iter(by_method.items()))
         fused = cls.fuse([g.decoder for g in groups], {"original": original})
