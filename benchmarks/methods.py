@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Logi
 
 from counterpoint.decoders import REGISTRY, RequestContext
 from counterpoint.server.worker import loader
-from counterpoint.server.worker.engine import Engine, EngineConfig
+from counterpoint.server.worker.torch.engine import Engine, EngineConfig
 from counterpoint.server.worker.factory import model_info
 from counterpoint.server.worker_protocol import SamplingParams
 

@@ -23,7 +23,7 @@ from ..errors import INTERNAL_TOKEN_HEADER, APIError, install_error_handlers
 from ..worker_protocol import GenerateRequest, WorkerEvent
 from . import metrics
 from .async_engine import AsyncEngine, GenerationFailed
-from .engine import Engine, StepOutput
+from .torch.engine import Engine, StepOutput
 from .inputs import ModelInfo, check_lengths, make_decoder, prompt_ids
 from .vision import VisionProcessor, request_media
 

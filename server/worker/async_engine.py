@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from .engine import Engine, StepOutput
+from .torch.engine import Engine, StepOutput
 
 log = logging.getLogger(__name__)
 

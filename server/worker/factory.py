@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 from ..config import Settings
 from . import loader
-from .engine import Engine, EngineConfig
+from .torch.engine import Engine, EngineConfig
 from .inputs import ModelInfo
-from .scheduler import SchedulerConfig
+from .torch.scheduler import SchedulerConfig
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -35,7 +35,7 @@ def model_info(engine: Engine, name: str, amateur_name: str | None = None) -> Mo
 def build_worker_app(settings: Settings) -> FastAPI:
     from .app import create_app
     if settings.backend == "vllm":
-        from .vllm_app import build_vllm_worker_app
+        from .vllm.app import build_vllm_worker_app
         return build_vllm_worker_app(settings)
     engine = build_engine(settings)
     name = settings.served_model_name or loader.default_model_name(settings.model)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .model_runner import ForwardOutput, LayerRequest
+from .torch.model_runner import ForwardOutput, LayerRequest
 from .sequence import Sequence, SequenceGroup
 
 

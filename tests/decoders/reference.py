@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from counterpoint.decoders import REGISTRY, RequestContext
-from counterpoint.server.worker.engine import Engine, EngineConfig
+from counterpoint.server.worker.torch.engine import Engine, EngineConfig
 from counterpoint.server.worker.factory import model_info
 from counterpoint.server.worker_protocol import SamplingParams
 

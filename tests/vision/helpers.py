@@ -7,7 +7,7 @@ import io
 
 import torch
 from counterpoint.decoders import REGISTRY
-from counterpoint.server.worker.engine import Engine, EngineConfig
+from counterpoint.server.worker.torch.engine import Engine, EngineConfig
 from counterpoint.server.worker.factory import model_info
 from counterpoint.server.worker.inputs import make_decoder
 from counterpoint.server.worker.vision import VisionProcessor, request_media

@@ -112,7 +112,7 @@ def _stream_with_disturbance(worker, body: dict, after: int, disturb) -> dict:
 
 def _drop_negative_view(engine) -> None:
     """What a preemption does to vLLM's batch: one view of the group leaves while the other goes on."""
-    from counterpoint.server.worker.vllm_backend import _Paired
+    from counterpoint.server.worker.vllm.backend import _Paired
     for group in engine.groups.values():
         if isinstance(group, _Paired) and "negative" in group.requests:
             engine.llm.abort_request([group.requests["negative"]])

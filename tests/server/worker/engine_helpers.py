@@ -7,8 +7,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from counterpoint.decoders import RequestContext
 from counterpoint.decoders.plain import Plain
-from counterpoint.server.worker.engine import Engine, EngineConfig
-from counterpoint.server.worker.scheduler import SchedulerConfig
+from counterpoint.server.worker.torch.engine import Engine, EngineConfig
+from counterpoint.server.worker.torch.scheduler import SchedulerConfig
 from counterpoint.server.worker_protocol import SamplingParams
 
 

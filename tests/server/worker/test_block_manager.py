@@ -1,6 +1,6 @@
 """Block accounting with fabricated sequences: allocation, shared prefixes, growth, freeing."""
 
-from counterpoint.server.worker.block_manager import BlockManager
+from counterpoint.server.worker.torch.block_manager import BlockManager
 from counterpoint.server.worker.sequence import Sequence, SequenceGroup
 from counterpoint.server.worker_protocol import SamplingParams
 
@@ -67,7 +67,7 @@ def test_views_with_different_routing_never_share():
 
 
 def test_kv_pools_route_views_to_their_model():
-    from counterpoint.server.worker.block_manager import KVPools
+    from counterpoint.server.worker.torch.block_manager import KVPools
     pools = KVPools({"main": BlockManager(4, 4), "amateur": BlockManager(2, 4)})
     g = group(list(range(8)), list(range(8)))
     g.seqs[1].model = "amateur"

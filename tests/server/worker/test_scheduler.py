@@ -1,7 +1,7 @@
 """The scheduler driven by fabricated model outputs: admission, budgets, join/leave, preemption."""
 
-from counterpoint.server.worker.block_manager import BlockManager, KVPools
-from counterpoint.server.worker.scheduler import Scheduler, SchedulerConfig
+from counterpoint.server.worker.torch.block_manager import BlockManager, KVPools
+from counterpoint.server.worker.torch.scheduler import Scheduler, SchedulerConfig
 from counterpoint.server.worker.sequence import GroupStatus, Sequence, SequenceGroup
 from counterpoint.server.worker_protocol import SamplingParams
 

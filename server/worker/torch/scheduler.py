@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .block_manager import KVPools
-from .sequence import GroupStatus, SequenceGroup
+from ..sequence import GroupStatus, SequenceGroup
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .sequence import Sequence, SequenceGroup
+from ..sequence import Sequence, SequenceGroup
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..worker_protocol import TokenLogprob, TopLogprob
-from .engine import MIN_LOGPROB
+from ...worker_protocol import TokenLogprob, TopLogprob
+from ..torch.engine import MIN_LOGPROB
 
 
 def token_text(tokenizer, token_id: int) -> str:

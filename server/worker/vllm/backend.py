@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import torch
 from counterpoint.decoders import Decoder
 
-from ..worker_protocol import SamplingParams, TokenLogprob, TopLogprob
-from .detokenizer import Detokenizer
-from .engine import MIN_LOGPROB, StepOutput
-from .sequence import Sequence, SequenceGroup
-from .vllm_logprobs import token_text, vllm_logprob, vllm_prompt_logprobs
+from ...worker_protocol import SamplingParams, TokenLogprob, TopLogprob
+from ..detokenizer import Detokenizer
+from ..torch.engine import MIN_LOGPROB, StepOutput
+from ..sequence import Sequence, SequenceGroup
+from .logprobs import token_text, vllm_logprob, vllm_prompt_logprobs
 
 _SET_NUM_THREADS = torch.set_num_threads  # taken before vLLM's CPU worker replaces it with a no-op
 PAIRED = ("cfg", "lqcd", "overshadow")  # same-weights methods this backend runs
@@ -98,7 +98,7 @@ class _Counts:
 
 class VLLMEngine:
     def __init__(self, llm, tokenizer, max_model_len: int, vocab_size: int, eos_token_ids: frozenset[int]):
-        from .vllm_logits import REGISTRY
+        from .logits import REGISTRY
         self.llm = llm
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
@@ -127,7 +127,7 @@ class VLLMEngine:
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         if decoder.name == "plain":
             return self._add_plain(group_id, index, views[0].prompt_ids, sampling, max_tokens)
-        from .vllm_logits import PairedEntry
+        from .logits import PairedEntry
         seqs = [Sequence(v.name, list(v.prompt_ids), len(v.prompt_ids)) for v in views]
         generator = None
         if sampling.seed is not None:
@@ -160,7 +160,7 @@ class VLLMEngine:
         from vllm import SamplingParams as VSP
         from vllm.sampling_params import RequestOutputKind
 
-        from .vllm_logits import KEY
+        from .logits import KEY
         g = p.entry.group
         remaining = max(g.max_tokens - g.num_generated, 1)
         self.registry.entries[p.key] = p.entry

@@ -18,16 +18,16 @@ import torch
 from counterpoint.decoders import Decoder
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..worker_protocol import SamplingParams, TokenLogprob, TopLogprob
+from ...worker_protocol import SamplingParams, TokenLogprob, TopLogprob
 from .block_manager import BlockManager, KVPools
 from .candidates import candidate_rows, commit, processed_pending
-from .detokenizer import Detokenizer
-from .fusion import FuseResult, StepBatch, fuse, jsd, prompt_logprobs
+from ..detokenizer import Detokenizer
+from ..fusion import FuseResult, StepBatch, fuse, jsd, prompt_logprobs
 from .model_runner import ModelRunner
 from .paged_attention import KVCache
-from .sampler import Sampler, SamplerOutput
+from ..sampler import Sampler, SamplerOutput
 from .scheduler import Scheduler, SchedulerConfig
-from .sequence import Sequence, SequenceGroup
+from ..sequence import Sequence, SequenceGroup
 
 MIN_LOGPROB = -9999.0  # what -inf (a token the method rules out) is reported as: JSON has no infinity
 

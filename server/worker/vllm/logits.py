@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from .fusion import jsd
-from .sampler import Sampler
-from .sequence import SequenceGroup
+from ..fusion import jsd
+from ..sampler import Sampler
+from ..sequence import SequenceGroup
 
 KEY = "counterpoint"  # extra_args key naming a row's (group key, view)
 

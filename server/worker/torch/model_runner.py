@@ -13,7 +13,7 @@ import torch
 
 from .moe_routing import RoutingOverride
 from .paged_attention import ATTN_IMPLEMENTATION, KVCache, PagedBatch
-from .sequence import Sequence
+from ..sequence import Sequence
 
 
 @dataclass
@@ -137,7 +137,7 @@ class ModelRunner:
         rows = [s.images for s in seqs if s.needs_images]
         if not rows:
             return {}
-        from .vision import concat
+        from ..vision import concat
         return concat(rows, self.device, next(self.model.parameters()).dtype)
 
     def _weak_ranks(self, seqs: list[Sequence], q_lens: torch.Tensor) -> torch.Tensor | None:

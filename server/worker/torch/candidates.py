@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from .paged_attention import KVCache
-from .sampler import Sampler, apply_repetition_penalty
-from .sequence import Sequence, SequenceGroup
+from ..sampler import Sampler, apply_repetition_penalty
+from ..sequence import Sequence, SequenceGroup
 
 
 def processed_pending(sampler: Sampler, g: SequenceGroup) -> torch.Tensor:

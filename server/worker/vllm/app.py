@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ..config import Settings
-from ..errors import APIError
-from .async_engine import AsyncEngine, EngineFailure
-from .inputs import ModelInfo
-from .vllm_backend import METHODS, PAIRED, GroupFailure, VLLMEngine
+from ...config import Settings
+from ...errors import APIError
+from ..async_engine import AsyncEngine, EngineFailure
+from ..inputs import ModelInfo
+from .backend import METHODS, PAIRED, GroupFailure, VLLMEngine
 
 
 @dataclass
@@ -56,7 +56,7 @@ def engine_args(settings: Settings, path: str):
     from transformers import AutoConfig
     from vllm.engine.arg_utils import EngineArgs
 
-    from .vllm_logits import PairedLogitsProcessor
+    from .logits import PairedLogitsProcessor
     # Without chunked prefill a whole prompt is one step's work: the step budget must hold the longest prompt.
     length = settings.max_model_len or getattr(AutoConfig.from_pretrained(path).get_text_config(),
                                                "max_position_embeddings", 2048)
@@ -74,7 +74,7 @@ def build_engine(settings: Settings) -> VLLMEngine:
     from transformers import AutoTokenizer, GenerationConfig
     from vllm.v1.engine.llm_engine import LLMEngine
 
-    from . import loader
+    from .. import loader
     if settings.amateur:
         raise SystemExit("the vllm backend serves one model; cd/lol with an amateur need --backend torch")
     path = str(loader.resolve(settings.model))
@@ -102,8 +102,8 @@ def model_info(engine: VLLMEngine, name: str) -> VLLMModelInfo:
 
 
 def build_vllm_worker_app(settings: Settings) -> FastAPI:
-    from . import loader
-    from .app import create_app
+    from .. import loader
+    from ..app import create_app
     engine = build_engine(settings)
     app = create_app(engine, model_info(engine, settings.served_model_name or loader.default_model_name(settings.model)))
     app.state.worker.engine = VLLMAsyncEngine(engine)

@@ -1,0 +1,1 @@
+"""The PyTorch engine: continuous batching over a paged KV cache, transformers models run unmodified."""

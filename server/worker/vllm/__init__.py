@@ -1,0 +1,1 @@
+"""The vLLM backend: vLLM's V1 engine behind the worker's backend protocol (`--backend vllm`)."""
