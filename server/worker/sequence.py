@@ -52,16 +52,10 @@ class Sequence:
         return self.images is not None and self.num_computed_tokens <= (self.max_shared or 0)
 
     @classmethod
-    def from_view(cls, view, ctx) -> Sequence:
-        """A decoder's View as a sequence. A main-model view whose prompt holds image tokens gets the request's
-        images unless it brings its own, and shares no cache blocks past its first image token."""
-        media, images = getattr(ctx, "media", None), getattr(view, "images", None)
-        first = None
-        if media is not None and view.model == "main":
-            first = media.vision.first_image_token(view.prompt_ids)
-            images = (media.pixels if images is None else images) if first is not None else None
+    def from_view(cls, view) -> Sequence:
+        """A decoder's resolved View (`backend.resolve_views`) as a sequence with its own token list."""
         return cls(view.name, list(view.prompt_ids), len(view.prompt_ids), view.model, view.weak_rank,
-                   max_shared=first, images=images)
+                   max_shared=view.max_shared, images=view.images)
 
 
 @dataclass

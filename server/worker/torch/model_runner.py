@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..sequence import Sequence
 from .moe_routing import RoutingOverride
 from .paged_attention import ATTN_IMPLEMENTATION, KVCache, PagedBatch
-from ..sequence import Sequence
 
 
 @dataclass

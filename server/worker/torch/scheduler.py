@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .block_manager import KVPools
 from ..sequence import GroupStatus, SequenceGroup
+from .block_manager import KVPools
 
 
 @dataclass
@@ -66,6 +66,21 @@ class Scheduler:
             num_tokens += new_tokens
         return scheduled
 
+    def schedule_only(self, group: SequenceGroup) -> list[SequenceGroup]:
+        """Schedule one group alone (after a failed step), admitting it if it waits and fits."""
+        if group in self.running:
+            if not self.pools.can_append(group):
+                return []
+            self.pools.append(group)
+            return [group]
+        if group not in self.waiting or not self.pools.can_allocate(group):
+            return []
+        self.waiting.remove(group)
+        self.pools.allocate(group)
+        group.status = GroupStatus.RUNNING
+        self.running.append(group)
+        return [group]
+
     def _schedule_running(self) -> list[SequenceGroup]:
         scheduled: list[SequenceGroup] = []
         queue = list(self.running)
@@ -73,7 +88,7 @@ class Scheduler:
             group = queue.pop(0)
             while not self.pools.can_append(group):
                 victim = queue.pop() if queue else group
-                self._preempt(victim)
+                self.preempt(victim)
                 if victim is group:
                     break
             else:
@@ -81,7 +96,7 @@ class Scheduler:
                 scheduled.append(group)
         return scheduled
 
-    def _preempt(self, group: SequenceGroup) -> None:
+    def preempt(self, group: SequenceGroup) -> None:
         """Free a running group's blocks and queue it first; it is recomputed when readmitted."""
         self.running.remove(group)
         self.pools.free(group)
