@@ -39,11 +39,15 @@ class Sequence:
     scratch_slot: int | None = None  # candidate rows only: the slot their one new token's keys/values go to
     images: object = None  # vision models: this view's ImageInputs, given to the forward that computes its image tokens
     num_computed_tokens: int = 0  # tokens whose keys/values are in the cache
+    num_scheduled: int | None = None  # tokens the scheduler gave this view in the current step; None: the rest
     block_table: list[int] = field(default_factory=list)  # cache blocks in position order
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
 
     @property
     def num_new_tokens(self) -> int:
+        """Tokens this step's forward computes for the view."""
+        if self.num_scheduled is not None:
+            return self.num_scheduled
         return len(self.token_ids) - self.num_computed_tokens
 
     @property
@@ -76,6 +80,7 @@ class SequenceGroup:
     arrival_time: float = field(default_factory=time.monotonic)
     wants_prompt_logprobs: bool = False  # prompt logprobs still owed (cleared once sent)
     diagnostics: bool = False  # report how the contrast changed each token
+    is_partial: bool = False  # this step computes a chunk of its prompt only: nothing is fused or sampled
     num_scratch_blocks: int = 0  # cache blocks for transient candidate rows (contrastive search)
     scratch_blocks: list[int] = field(default_factory=list)
     uid: int = field(default_factory=lambda: next(_group_uids))  # unique for the process's lifetime

@@ -29,7 +29,8 @@ class StepBatch:
     @classmethod
     def build(cls, groups: list[SequenceGroup], models: list[str],
               candidates: dict[int, list[Sequence]] | None = None) -> StepBatch:
-        """`candidates`: group index -> the rows that replace its views this step (contrastive search)."""
+        """`candidates`: group index -> the rows that replace its views this step (contrastive search). Groups
+        computing a chunk of their prompt (`is_partial`) only add rows: they are not fused this step."""
         b = cls(groups, {m: [] for m in models}, layer_requests={m: [] for m in models},
                 prompt_rows={m: set() for m in models}, hidden_rows={m: set() for m in models})
         for i, g in enumerate(groups):
@@ -37,6 +38,8 @@ class StepBatch:
             needs_hidden = "candidates" in g.decoder.needs
             rows: dict[str, tuple[str, int]] = {}
             for seq in (candidates or {}).get(i, g.seqs):
+                if g.is_partial and seq.num_new_tokens == 0:
+                    continue  # a view waiting for an earlier view's chunk (chunked prefill)
                 rows[seq.view] = (seq.model, len(b.seqs[seq.model]))
                 if scoring:
                     b.prompt_rows[seq.model].add(len(b.seqs[seq.model]))
@@ -44,7 +47,7 @@ class StepBatch:
                     b.hidden_rows[seq.model].add(len(b.seqs[seq.model]))
                 b.seqs[seq.model].append(seq)
             layers = {}
-            for req in g.decoder.layer_logits():
+            for req in [] if g.is_partial else g.decoder.layer_logits():
                 model, row = rows[req.view]
                 layers[req.key] = (model, len(b.layer_requests[model]))
                 b.layer_requests[model].append(LayerRequest(row, req.layer, req.final_norm, all_positions=scoring))

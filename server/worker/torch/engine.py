@@ -131,8 +131,11 @@ class Engine:
         if not groups:
             return []
         batch = self.run(groups)
+        batch = self.ready(batch)  # groups that computed only a chunk of their prompt wait for the next step
+        if not batch.groups:
+            return []
         fused = self.fuse(batch)
-        sampled = self.sampler(fused.scores, groups)
+        sampled = self.sampler(fused.scores, batch.groups)
         return self.postprocess(batch, fused, sampled)
 
     def run(self, groups: list[SequenceGroup]) -> StepBatch:
@@ -145,6 +148,12 @@ class Engine:
                 batch.outputs[name] = runner.run(batch.seqs[name], batch.prompt_rows[name],
                                                  batch.layer_requests[name], batch.hidden_rows[name])
         return batch
+
+    @staticmethod
+    def ready(batch: StepBatch) -> StepBatch:
+        """The batch seen through the groups whose prompt is complete (chunked prefill)."""
+        partial = [i for i, g in enumerate(batch.groups) if g.is_partial]
+        return batch.subset([i for i in range(len(batch.groups)) if i not in partial]) if partial else batch
 
     def fuse(self, batch: StepBatch) -> FuseResult:
         if any(wants_candidates(g) for g in batch.groups):
@@ -248,9 +257,11 @@ class Engine:
         groups = self.scheduler.schedule_only(g)
         if not groups:
             return []
-        batch = self.run(groups)
+        batch = self.ready(self.run(groups))
+        if not batch.groups:
+            return []
         fused = self.fuse(batch)
-        return self.postprocess(batch, fused, self.sampler(fused.scores, groups))
+        return self.postprocess(batch, fused, self.sampler(fused.scores, batch.groups))
 
 
 def _make_cache(model: PreTrainedModel, kv_bytes: int, block_size: int) -> KVCache:
