@@ -52,18 +52,19 @@ class ContrastiveSearch(Decoder):
     def select(cls, decoders: list[ContrastiveSearch], logits: torch.Tensor, hidden: torch.Tensor) -> Fused:
         """logits `[G, k, V]` and hidden `[G, k, H]` of the candidates -> one-hot scores of the chosen ones."""
         lengths = [d.context.shape[0] for d in decoders]
-        context = torch.zeros(len(decoders), max(lengths), hidden.shape[-1])  # [G, L, H]
+        dev = hidden.device
+        context = torch.zeros(len(decoders), max(lengths), hidden.shape[-1], device=dev)  # [G, L, H]
         for g, d in enumerate(decoders):
             context[g, :lengths[g]] = d.context
         ctx_norm = context / context.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [G, L, H]
         cand_norm = hidden / hidden.norm(dim=-1, keepdim=True)  # [G, k, H]
         cosine = cand_norm @ ctx_norm.transpose(1, 2)  # [G, k, L]
-        valid = torch.arange(max(lengths))[None, None] < torch.tensor(lengths)[:, None, None]  # [G, 1, L]
+        valid = torch.arange(max(lengths), device=dev)[None, None] < torch.tensor(lengths, device=dev)[:, None, None]  # [G, 1, L]
         penalty = cosine.masked_fill(~valid, NEG_INF).max(dim=-1).values  # [G, k]
-        alpha = torch.tensor([d.params.penalty_alpha for d in decoders])[:, None]  # [G, 1]
+        alpha = torch.tensor([d.params.penalty_alpha for d in decoders], device=dev)[:, None]  # [G, 1]
         probs = torch.stack([d.candidate_probs for d in decoders])  # [G, k]
         best = ((1 - alpha) * probs - alpha * penalty).argmax(dim=-1)  # [G]
-        scores = torch.full((len(decoders), logits.shape[-1]), NEG_INF)  # [G, V]
+        scores = torch.full((len(decoders), logits.shape[-1]), NEG_INF, device=dev)  # [G, V]
         for g, d in enumerate(decoders):
             d.selected = int(best[g])
             token = int(d.candidate_ids[d.selected])

@@ -35,9 +35,13 @@ def _model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="Hugging Face folder, .gguf file, or alias (default: smollm2, embedded)")
     p.add_argument("--amateur", help="a second, smaller model for contrastive decoding")
     p.add_argument("--served-model-name", dest="served_model_name", help="model id clients use")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights and KV cache dtype")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights and KV cache dtype (default auto: bfloat16 on a GPU that has it, else float32)")
     p.add_argument("--device", help="torch device (default cpu)")
-    p.add_argument("--kv-cache-gb", dest="kv_cache_gb", type=float, help="KV cache memory per worker")
+    p.add_argument("--kv-cache-gb", dest="kv_cache_gb", type=float,
+                   help="KV cache memory per worker (default 1 on CPU; on a GPU what --gpu-memory-utilization leaves)")
+    p.add_argument("--gpu-memory-utilization", dest="gpu_memory_utilization", type=float,
+                   help="share of the GPU's memory a worker may use for weights and KV cache (default 0.9)")
     p.add_argument("--max-model-len", dest="max_model_len", type=int, help="context length")
     p.add_argument("--threads", type=int, help="torch threads per worker")
     from .worker.backend import BACKEND_FEATURES, methods_for

@@ -26,8 +26,8 @@ class Settings(BaseSettings):
     model: str = "smollm2"  # a Hugging Face folder, a .gguf file, or a built-in alias
     served_model_name: str | None = None  # the id clients use; default: derived from `model`
     amateur: str | None = None  # a smaller model for contrastive decoding (cd, lol), served beside `model`
-    dtype: str = "float32"
-    device: str = "cpu"
+    dtype: str = "auto"  # weights and KV cache: "auto" = bfloat16 on a GPU that has it, else float32
+    device: str = "cpu"  # torch device: "cpu", "cuda", "cuda:1", ...
     api_key: str | None = None  # when set, every /v1 request needs `Authorization: Bearer <key>`
     workers: int = Field(1, ge=1)  # worker processes `serve` starts
     worker_urls: list[str] = Field(default_factory=list)  # for `gateway`: the workers to route to
@@ -35,10 +35,13 @@ class Settings(BaseSettings):
     health_interval: float = Field(2.0, gt=0)  # gateway: seconds between worker health checks
     worker_host: str = "127.0.0.1"  # where workers started by `serve` listen
     worker_port: int = 8100  # the first worker's port; the next ones count up
-    kv_cache_gb: float = Field(1.0, gt=0)  # KV cache memory per worker
+    kv_cache_gb: float | None = Field(None, gt=0)  # KV cache memory per worker; None: 1 GiB on CPU, on a GPU
+    #   what `gpu_memory_utilization` leaves after the weights
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # share of the GPU's memory a worker may use
     max_model_len: int | None = None  # context length; default: the model's
     max_num_seqs: int = Field(64, ge=1)  # rows (views) per forward
-    max_num_batched_tokens: int = Field(4096, ge=16)  # new tokens per forward
+    max_num_batched_tokens: int = Field(512, ge=16)  # new tokens per forward (longer prompts are chunked)
+    enable_prefix_caching: bool = True  # reuse computed prompt blocks across requests (torch backend)
     max_body_bytes: int = Field(8 << 20, ge=1024)  # larger request bodies get 413
     request_timeout: float = Field(600.0, gt=0)  # gateway -> worker, seconds
     threads: int | None = None  # torch intra-op threads in a worker; default: all cores
@@ -79,7 +82,7 @@ class Settings(BaseSettings):
 
 
 WORKER_FIELDS = ("max_tokens_cap", "max_waiting", "retry_after", "request_deadline", "shutdown_grace",
-                 "internal_token", "max_num_seqs", "max_num_batched_tokens", "max_body_bytes")
+                 "internal_token", "max_num_seqs", "max_num_batched_tokens", "max_body_bytes", "enable_prefix_caching")
 
 
 def worker_env(settings: Settings, environ: dict[str, str]) -> dict[str, str]:

@@ -41,9 +41,10 @@ class WorkerProcess:
         self.url = f"http://{settings.worker_host}:{self.port}"
         self.args = [sys.executable, "-m", "counterpoint.server.cli", "worker", "--host", settings.worker_host,
                      "--port", str(self.port), "--model", settings.model, "--dtype", settings.dtype,
-                     "--device", settings.device, "--kv-cache-gb", str(settings.kv_cache_gb),
-                     "--backend", settings.backend]
+                     "--device", settings.device, "--backend", settings.backend,
+                     "--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
         for flag, value in (("--served-model-name", settings.served_model_name), ("--amateur", settings.amateur),
+                            ("--kv-cache-gb", settings.kv_cache_gb),
                             ("--max-model-len", settings.max_model_len), ("--threads", settings.threads)):
             if value is not None:
                 self.args += [flag, str(value)]

@@ -105,6 +105,7 @@ class EngineStats:
     kv_cache_usage: float = 0.0  # fraction of KV cache blocks in use (0 where the backend does not say)
     num_preemptions: int = 0  # groups preempted (torch) or resubmitted (vllm) since start
     forward_rows: dict[str, int] = field(default_factory=dict)  # rows run so far, by view kind
+    num_cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of computed, since start
 
 
 class Backend(Protocol):

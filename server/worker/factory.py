@@ -30,9 +30,22 @@ def build_backend(settings: Settings) -> tuple[Backend, ModelInfo]:
 def build_engine(settings: Settings) -> Engine:
     model, tokenizer = loader.load(settings.model, settings.dtype, settings.device)
     amateur = loader.load(settings.amateur, settings.dtype, settings.device)[0] if settings.amateur else None
-    config = EngineConfig(kv_cache_bytes=int(settings.kv_cache_gb * (1 << 30)), max_model_len=settings.max_model_len,
-                          scheduler=SchedulerConfig(settings.max_num_seqs, settings.max_num_batched_tokens))
+    config = EngineConfig(kv_cache_bytes=kv_cache_bytes(settings), max_model_len=settings.max_model_len,
+                          enable_prefix_caching=settings.enable_prefix_caching, scheduler=SchedulerConfig(settings.max_num_seqs, settings.max_num_batched_tokens))
     return Engine(model, tokenizer, config, amateur=amateur)
+
+
+def kv_cache_bytes(settings: Settings) -> int:
+    """`kv_cache_gb` when given; else 1 GiB on CPU, and on a GPU what `gpu_memory_utilization` of its memory
+    leaves after what is already used (the weights, loaded first), less 10% for activations."""
+    if settings.kv_cache_gb is not None:
+        return int(settings.kv_cache_gb * (1 << 30))
+    if not settings.device.startswith("cuda"):
+        return 1 << 30
+    import torch
+    free, total = torch.cuda.mem_get_info(torch.device(settings.device))
+    budget = total * settings.gpu_memory_utilization - (total - free)
+    return max(int(budget * 0.9), 64 << 20)
 
 
 def model_info(engine: Engine, name: str, amateur_name: str | None = None) -> ModelInfo:

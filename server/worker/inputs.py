@@ -127,7 +127,8 @@ def check_lengths(req: GenerateRequest, decoder: Decoder, info: ModelInfo) -> No
         raise APIError(400, f"This model's maximum context length is {info.max_model_len} tokens. However, "
                             f"you requested {longest + (max_tokens or 0)} tokens ({longest} in the prompt, "
                             f"{max_tokens or 0} for the completion). Please reduce the length.", "max_tokens")
-    need = sum(len(v.prompt_ids) for v in views) + len(views) * (max_tokens or info.max_model_len - longest)
+    # without max_tokens a choice runs as long as the context and the KV cache allow: one token must fit
+    need = sum(len(v.prompt_ids) for v in views) + len(views) * (1 if max_tokens is None else max_tokens)
     if need > info.capacity_tokens:
         raise APIError(400, f"the request needs {need} KV cache slots but the worker has "
                             f"{info.capacity_tokens}; lower max_tokens", "max_tokens")

@@ -79,15 +79,25 @@ def _converted(gguf: Path) -> Path:
     return target
 
 
-def load(spec: str, dtype: str = "float32", device: str = "cpu"
-         ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    path = resolve(spec)
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """"auto": bfloat16 on a CUDA device that supports it, else float32 (CPUs, older GPUs)."""
+    if dtype == "auto":
+        cuda = device.startswith("cuda") and torch.cuda.is_available()
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(sorted(DTYPES))}")
+    return DTYPES[dtype]
+
+
+def load(spec: str, dtype: str = "auto", device: str = "cpu"
+         ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model with its weights loaded straight onto `device` (never a full copy in CPU memory first)."""
+    path = resolve(spec)
     config = AutoConfig.from_pretrained(path)
     auto = AutoModelForCausalLM
     if getattr(config, "vision_config", None) is not None:  # a vision-language model (LLaVA, Idefics3, ...)
         from transformers import AutoModelForImageTextToText as auto
-    model = auto.from_pretrained(path, config=config, dtype=DTYPES[dtype]).to(device)
+    placement = {} if device == "cpu" else {"device_map": device}
+    model = auto.from_pretrained(path, config=config, dtype=resolve_dtype(dtype, device), **placement)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model.eval(), tokenizer

@@ -8,6 +8,8 @@ RUNNING = Gauge("counterpoint_worker_running_requests", "Sequence groups in the 
 WAITING = Gauge("counterpoint_worker_waiting_requests", "Sequence groups waiting for admission")
 KV_USAGE = Gauge("counterpoint_worker_kv_cache_usage_ratio", "Fraction of KV cache blocks in use")
 PREEMPTIONS = Gauge("counterpoint_worker_preemptions", "Groups preempted by recomputation since start")
+CACHED_TOKENS = Gauge("counterpoint_worker_prefix_cache_hit_tokens", "Prompt tokens taken from the prefix cache "
+                      "instead of computed, since start")
 FORWARD_ROWS = Counter("counterpoint_worker_forward_rows", "Rows run through the model, by view kind "
                        "(original, or the contrast view a method adds)", ["view"])
 
@@ -20,6 +22,7 @@ def observe_engine(stats) -> None:
     WAITING.set(stats.num_waiting)
     KV_USAGE.set(stats.kv_cache_usage)
     PREEMPTIONS.set(stats.num_preemptions)
+    CACHED_TOKENS.set(stats.num_cached_tokens)
     for view, total in stats.forward_rows.items():
         FORWARD_ROWS.labels(view).inc(max(0, total - _seen_rows.get(view, 0)))
         _seen_rows[view] = total

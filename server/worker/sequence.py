@@ -41,6 +41,7 @@ class Sequence:
     num_computed_tokens: int = 0  # tokens whose keys/values are in the cache
     num_scheduled: int | None = None  # tokens the scheduler gave this view in the current step; None: the rest
     block_table: list[int] = field(default_factory=list)  # cache blocks in position order
+    block_hashes: list[int] = field(default_factory=list)  # prefix hashes of its first full computed blocks
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
 
     @property

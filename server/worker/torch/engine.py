@@ -42,6 +42,7 @@ class EngineConfig:
     block_size: int = 16  # tokens per KV cache block
     kv_cache_bytes: int = 1 << 30  # memory for the KV cache; fixes the number of blocks
     max_model_len: int | None = None  # context length; default: the model's own
+    enable_prefix_caching: bool = True  # reuse computed prompt blocks across requests (block_manager.py)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
@@ -60,10 +61,15 @@ class Engine:
                 share = 1.0 if name == "main" and amateur is None else (0.75 if name == "main" else 0.25)
                 cache = _make_cache(m.eval(), int(config.kv_cache_bytes * share), config.block_size)
                 self.runners[name] = ModelRunner(m, cache)
-                managers[name] = BlockManager(cache.num_blocks, config.block_size)
+                managers[name] = BlockManager(cache.num_blocks, config.block_size, config.enable_prefix_caching)
         self.amateur = amateur
         cfg = model.config.get_text_config()
-        self.max_model_len = config.max_model_len or getattr(cfg, "max_position_embeddings", 2048)
+        wanted = config.max_model_len or getattr(cfg, "max_position_embeddings", 2048)
+        capacity = managers["main"].num_blocks * config.block_size
+        self.max_model_len = min(wanted, capacity)  # a longer context could never fit the KV cache
+        if self.max_model_len < wanted:
+            log.warning("max_model_len %d is capped at %d, what the KV cache holds; give more --kv-cache-gb "
+                        "for more", wanted, self.max_model_len)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.block_manager = managers["main"]
         self.pools = KVPools(managers)
@@ -99,6 +105,8 @@ class Engine:
         assert seqs[0].view == "original"
         sampling = request.sampling
         room = self.max_model_len - max(len(s.token_ids) for s in seqs)
+        if sampling.max_tokens is None:  # as long as the context and the whole KV cache allow
+            room = min(room, (self.capacity_tokens - sum(len(s.token_ids) for s in seqs)) // len(seqs))
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         generator = None
         if sampling.seed is not None:
@@ -121,7 +129,8 @@ class Engine:
 
     def stats(self) -> EngineStats:
         return EngineStats(len(self.scheduler.running), len(self.scheduler.waiting), self.block_manager.usage,
-                           self.scheduler.num_preemptions, dict(self.num_rows_by_view))
+                           self.scheduler.num_preemptions, dict(self.num_rows_by_view),
+                           self.block_manager.num_cached_tokens)
 
     # ---- the step -------------------------------------------------------------------------------
 
@@ -147,6 +156,7 @@ class Engine:
             if batch.seqs[name]:
                 batch.outputs[name] = runner.run(batch.seqs[name], batch.prompt_rows[name],
                                                  batch.layer_requests[name], batch.hidden_rows[name])
+                self.pools.register(batch.seqs[name], name)  # computed full blocks join the prefix cache
         return batch
 
     @staticmethod

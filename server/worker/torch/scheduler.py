@@ -25,7 +25,7 @@ from .block_manager import KVPools
 @dataclass
 class SchedulerConfig:
     max_num_seqs: int = 64  # rows (views) in one forward at most
-    max_num_batched_tokens: int = 4096  # new tokens in one forward at most (a lone longer prompt still runs)
+    max_num_batched_tokens: int = 512  # new tokens in one forward at most (longer prompts are chunked)
 
 
 class Scheduler:

@@ -21,7 +21,9 @@ def engine_args(settings: Settings, path: str):
     # Without chunked prefill a whole prompt is one step's work: the step budget must hold the longest prompt.
     length = settings.max_model_len or getattr(AutoConfig.from_pretrained(path).get_text_config(),
                                                "max_position_embeddings", 2048)
-    return EngineArgs(model=path, tokenizer=path, dtype=settings.dtype, enforce_eager=True,
+    dtype = "float32" if settings.dtype == "auto" and settings.device == "cpu" else settings.dtype  # as torch's
+    return EngineArgs(model=path, tokenizer=path, dtype=dtype, enforce_eager=True,
+                      gpu_memory_utilization=settings.gpu_memory_utilization,
                       enable_prefix_caching=False, enable_chunked_prefill=False, async_scheduling=False,
                       max_model_len=settings.max_model_len, max_num_seqs=settings.max_num_seqs,
                       max_num_batched_tokens=max(settings.max_num_batched_tokens, length),
@@ -31,7 +33,7 @@ def engine_args(settings: Settings, path: str):
 def build_vllm(settings: Settings, name: str) -> tuple[VLLMEngine, ModelInfo]:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the logits processor shares memory with the backend
     if settings.device == "cpu":
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.kv_cache_gb))))
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.kv_cache_gb or 1))))
     from transformers import AutoTokenizer, GenerationConfig
     from vllm.v1.engine.llm_engine import LLMEngine
 

@@ -76,3 +76,61 @@ def test_kv_pools_route_views_to_their_model():
     assert pools.managers["main"].num_free_blocks == 2 and pools.managers["amateur"].num_free_blocks == 0
     pools.free(g)
     assert pools.managers["amateur"].num_free_blocks == 2
+
+
+def computed(bm: BlockManager, g: SequenceGroup) -> None:
+    """What a forward does: every view's tokens are computed, and its full blocks are registered."""
+    for s in g.seqs:
+        s.num_computed_tokens = len(s.token_ids)
+        bm.register(s)
+
+
+def test_a_later_request_reuses_the_cached_prefix_blocks():
+    bm = BlockManager(num_blocks=10, block_size=4)
+    first = group(list(range(10)))  # 2 full blocks + 2 tokens
+    bm.allocate(first.seqs)
+    computed(bm, first)
+    kept = first.seqs[0].block_table[:2]
+    bm.free(first.seqs)
+    assert bm.num_free_blocks == 10 and bm.usage == 0.0  # cached blocks still count as free
+    second = group(list(range(8)) + [50, 51, 52])  # the same first 8 tokens
+    assert bm.num_blocks_to_allocate(second.seqs) == 3  # 1 new + 2 revived from the cache
+    bm.allocate(second.seqs)
+    assert second.seqs[0].block_table[:2] == kept and second.seqs[0].num_computed_tokens == 8
+    assert bm.num_cached_tokens == 8
+    other = group([9] + list(range(1, 8)))  # differs in its first token: no block matches
+    bm.allocate(other.seqs)
+    assert other.seqs[0].num_computed_tokens == 0
+
+
+def test_cached_blocks_are_evicted_least_recently_used_first():
+    bm = BlockManager(num_blocks=4, block_size=4)
+    a, b = group(list(range(5))), group(list(range(100, 105)))  # one full block each (+1 token)
+    for g in (a, b):
+        bm.allocate(g.seqs)
+        computed(bm, g)
+        bm.free(g.seqs)
+    assert len(bm.cached) == 2
+    big = group(list(range(200, 211)))  # needs 3 blocks: 2 never used, then the oldest cached one (a's)
+    bm.allocate(big.seqs)
+    again_b, again_a = group(list(range(100, 105))), group(list(range(5)))
+    bm.free(big.seqs)
+    bm.allocate(again_b.seqs)
+    assert again_b.seqs[0].num_computed_tokens == 4  # b's block survived
+    bm.allocate(again_a.seqs)
+    assert again_a.seqs[0].num_computed_tokens == 0  # a's was evicted
+
+
+def test_different_routing_or_images_do_not_share_cached_blocks():
+    bm = BlockManager(num_blocks=20, block_size=4)
+    strong = group(list(range(9)))
+    bm.allocate(strong.seqs)
+    computed(bm, strong)
+    weak = group(list(range(9)))
+    weak.seqs[0].weak_rank = 1
+    bm.allocate(weak.seqs)
+    assert weak.seqs[0].num_computed_tokens == 0
+    image = group(list(range(9)))
+    image.seqs[0].max_shared = 5  # its first image token at position 5: only the first block may be shared
+    bm.allocate(image.seqs)
+    assert image.seqs[0].num_computed_tokens == 4
