@@ -68,7 +68,7 @@ def test_queue_full_gets_429_with_retry_after(slow):
 
 def test_deadline_ends_request_and_frees_blocks(slow):
     client, engine, worker_url = slow
-    r = client.post("/v1/chat/completions", json=_long(480))  # >= 450 * 0.02 s, past the 8 s deadline
+    r = client.post("/v1/chat/completions", json=_long(480))  # >= 480 * 0.02 s, past the 8 s deadline
     err = assert_clean_error(r, 504)
     assert "deadline" in err["message"]
     with client.stream("POST", "/v1/chat/completions", json=_long(480, stream=True)) as s:
