@@ -148,7 +148,8 @@ async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], deco
                 completion_tokens += item.num_generated
             yield _line(WorkerEvent(type="delta", index=item.index, text=item.text, token_ids=item.token_ids,
                                     logprobs=item.logprobs, finish_reason=item.finish_reason,
-                                    changed=item.changed, divergence=item.divergence))
+                                    changed=item.changed, divergence=item.divergence, own_token_ids=item.own,
+                                    own_tokens=[tokenizer.decode([t]) for t in item.own] if item.own else None))
         yield _line(WorkerEvent(type="done", prompt_tokens=len(ids), completion_tokens=completion_tokens,
                                 decoding=req.decoding.model_copy(update={"decided": decoders[0].report()})))
     finally:

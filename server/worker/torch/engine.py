@@ -55,6 +55,7 @@ class StepOutput:
     num_generated: int
     changed: list[bool] | None = None  # diagnostics: did the contrast change this token's choice
     divergence: list[float] | None = None  # diagnostics: JSD between original and contrast views
+    own: list[int] | None = None  # diagnostics: the token the original view alone would have chosen (argmax)
 
 
 class Engine:
@@ -177,7 +178,7 @@ class Engine:
             if expanded:
                 g.seqs[0].num_computed_tokens = len(g.seqs[0].token_ids)  # its keys/values were committed
             if i in diag and out.token_ids:
-                out.changed, out.divergence = [diag[i][0]], [diag[i][1]]
+                out.changed, out.divergence, out.own = [diag[i][0]], [diag[i][1]], [diag[i][2]]
             outputs.append(out)
             self._retire(g)
         for g in groups:
@@ -188,7 +189,7 @@ class Engine:
         return outputs
 
     def _diagnostics(self, groups: list[SequenceGroup], fused: FuseResult,
-                     sampled: SamplerOutput) -> dict[int, tuple[bool, float]]:
+                     sampled: SamplerOutput) -> dict[int, tuple[bool, float, int]]:
         rows = [i for i, g in enumerate(groups) if g.diagnostics  # a method without a contrast has nothing to say
                 and (fused.contrast[i] is not None or getattr(g.decoder, "expands_candidates", False))]
         if not rows:
@@ -200,7 +201,7 @@ class Engine:
         vocab = min(original.shape[1], contrast.shape[1])
         div = jsd(original[:, :vocab], contrast[:, :vocab]).tolist()  # [D]
         own = original.argmax(-1).tolist()  # [D]
-        return {i: (own[k] != sampled.token_ids[i], div[k]) for k, i in enumerate(rows)}
+        return {i: (own[k] != sampled.token_ids[i], div[k], own[k]) for k, i in enumerate(rows)}
 
     def _retire(self, g: SequenceGroup) -> None:
         names = set(g.decoder.retired_views())

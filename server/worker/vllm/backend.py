@@ -296,7 +296,7 @@ class VLLMEngine:
         out = StepOutput(g.group_id, g.index, new_ids, p.detok.take(finished=g.finish_reason is not None),
                          logprobs, None, g.finish_reason, g.seqs[0].num_prompt_tokens, g.num_generated)
         if g.diagnostics and new_ids:
-            out.changed, out.divergence = [pick.changed], [pick.divergence]
+            out.changed, out.divergence, out.own = [pick.changed], [pick.divergence], [pick.own]
         retired = set(g.decoder.retired_views())
         if retired:
             p.entry.live -= retired

@@ -39,6 +39,7 @@ class Pick:
     logprobs: torch.Tensor  # [V] log_softmax of the fused scores (the method's distribution)
     changed: bool  # diagnostics: the original view alone would have chosen another token
     divergence: float  # diagnostics: JSD(original || contrast)
+    own: int  # diagnostics: the token the original view alone would have chosen (its argmax)
 
 
 @dataclass
@@ -110,7 +111,7 @@ class PairedLogitsProcessor(LogitsProcessor):
         div = jsd(original, contrast).tolist()  # [G]
         own = original.argmax(-1).tolist()  # [G]
         for i, (k, e) in enumerate(zip(ready, entries)):
-            e.picks.append(Pick(e.group.num_generated, tokens[i], lps[i], own[i] != tokens[i], div[i]))
+            e.picks.append(Pick(e.group.num_generated, tokens[i], lps[i], own[i] != tokens[i], div[i], own[i]))
             rows = torch.tensor(list(by_group[k].values()), device=logits.device)
             logits[rows] = -float("inf")
             logits[rows, tokens[i]] = 0.0
