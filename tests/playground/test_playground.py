@@ -119,7 +119,6 @@ def test_accessibility_and_phone_width(browser, served, axe_source):
     expect(page.locator("#status")).to_contain_text("Ready")
     ask(page, max_tokens=6)  # check the page with answers, highlights and feedback buttons in it
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
-    page.screenshot(path="/tmp/probe/phone.png", full_page=True)
     page.evaluate(axe_source)  # DevTools evaluation: not subject to the page's CSP
     result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in result["violations"]

@@ -3,7 +3,7 @@
 
 const LOG_FLOOR = -4; // divergences (nats) from 1e-4 up to 1 are shaded on a log scale; below is no shade
 
-export function heat(divergence) {
+function heat(divergence) {
   if (!(divergence > 0)) return 0;
   return Math.min(1, Math.max(0, 1 - Math.log10(divergence) / LOG_FLOOR));
 }
@@ -85,10 +85,12 @@ export class Answer {
     this.lastToken ??= performance.now();
   }
 
+  // Tokens per second over the whole answer, from sending to the last token: the browser may receive several
+  // chunks at once, so a rate after the first token alone can be wildly off.
   stats() {
     const ttft = this.firstToken === null ? null : (this.firstToken - this.started) / 1000;
-    const span = this.firstToken === null ? 0 : (this.lastToken - this.firstToken) / 1000;
-    const rate = this.numTokens > 1 && span > 0 ? (this.numTokens - 1) / span : null;
+    const elapsed = (this.lastToken - this.started) / 1000;
+    const rate = this.numTokens > 0 && elapsed > 0 ? this.numTokens / elapsed : null;
     return {
       ttft: ttft === null ? "–" : `${ttft.toFixed(2)} s`,
       rate: rate === null ? "–" : `${rate.toFixed(1)} tokens/s`,

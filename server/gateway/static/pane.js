@@ -132,7 +132,7 @@ export class Pane {
 
   showStats(answer) {
     const stats = answer.stats();
-    const rows = [["Time to first token", stats.ttft], ["Speed", stats.rate], ["Tokens", stats.tokens],
+    const rows = [["Time to first token", stats.ttft], ["Speed (whole answer)", stats.rate], ["Tokens", stats.tokens],
       ["Decoding", answer.decided()], ["Diagnostics", answer.summary()]];
     this.stats.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", "", k), el("dd", "", v)]));
   }
