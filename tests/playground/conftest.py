@@ -30,7 +30,7 @@ def missing(what: str) -> None:
     pytest.skip(f"{what} (set CI=1 to make this a failure)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_llama_dir):
     tmp = tmp_path_factory.mktemp("playground")
     config, db = tmp / "counterpoint.toml", tmp / "outcomes.db"
@@ -44,8 +44,8 @@ def served(tmp_path_factory, tiny_llama_dir):
     proc.wait(timeout=60)
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")
+def browser():  # module scope: Playwright's sync API holds an event loop in this thread while it runs
     if not CHROMIUM.exists():
         missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
