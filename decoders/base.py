@@ -8,6 +8,7 @@ method in the step, so the work is whole-batch tensor ops on `[G, V]` tensors.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,6 +17,17 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 NEG_INF = -float("inf")
+
+# What a decoder may need from the engine that runs it (a backend offers a subset, server/worker/backend.py):
+FEATURES = {
+    "views": "several prompts of the same model as rows of one step (cfg, lqcd, overshadow, ...)",
+    "amateur": "a second, smaller model run in the same step (cd, lol with --amateur)",
+    "layer_logits": "lm_head applied to intermediate hidden states of a row (dola, cd layer:K)",
+    "row_routing": "per-row Mixture-of-Experts routing (scmoe's weak view)",
+    "candidates": "top-k candidate rows run one step ahead, with their hidden states (contrastive_search)",
+    "images": "views with their own images (vcd, ritual)",
+    "view_scoring": "prompt log-probs fused across several views (echo scoring under a paired method)",
+}
 
 
 class MethodParams(BaseModel):
@@ -36,6 +48,8 @@ class View:
     weak_rank: int | None = None  # scmoe: route to the expert of this rank only
     images: Any = None  # vision models: this view's image inputs (server.worker.vision.ImageInputs); None: the
     #   request's own images when the prompt holds image tokens, else none
+    max_shared: int | None = None  # tokens at most this view may share with another view's cache (set by the
+    #   worker: a view's first image token ends what it can share)
 
 
 @dataclass(frozen=True)
@@ -68,12 +82,15 @@ class RequestContext:
 class Fused:
     scores: torch.Tensor  # [G, V] fused scores, -inf outside the plausibility set
     contrast: torch.Tensor | None = None  # [G, V] the contrast logits each row used (for diagnostics)
+    decisions: list[Any] | None = None  # per row: what the method decided for this token, for `record`
 
 
 @dataclass
 class Decoder:
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
+    needs: ClassVar[frozenset[str]] = frozenset()  # engine features every request of this method needs
+    supports_prompt_scoring: ClassVar[bool] = True  # False: prompt scoring returns the original view's log-probs
 
     params: MethodParams
     ctx: RequestContext
@@ -93,6 +110,28 @@ class Decoder:
     def views(self) -> list[View]:
         return [View("original", self.ctx.prompt_ids)]
 
+    def required_features(self) -> frozenset[str]:
+        """Engine features this request needs (FEATURES): the class's, plus what its views ask for."""
+        views = self.views()
+        extra = {"views"} if len(views) > 1 else set()
+        extra |= {"amateur"} if any(v.model != "main" for v in views) else set()
+        extra |= {"layer_logits"} if self.layer_logits() else set()
+        extra |= {"row_routing"} if any(v.weak_rank is not None for v in views) else set()
+        extra |= {"images"} if any(v.images is not None for v in views) else set()
+        return self.needs | extra
+
+    def detached(self) -> Decoder:
+        """A copy that the engine core can run: the context keeps only what fuse may read (prompt ids, model
+        info, seed), not the tokenizer or image processor. Views must have been built (`setup` ran)."""
+        ctx = RequestContext(prompt_ids=self.ctx.prompt_ids, model_info=self.ctx.model_info, seed=self.ctx.seed)
+        clone = copy.copy(self)
+        clone.ctx = ctx
+        return clone
+
+    def for_choice(self) -> Decoder:
+        """An independent copy for one more choice of the same request (views shared, state fresh)."""
+        return copy.deepcopy(self, memo={id(self.ctx): self.ctx})
+
     def batch_key(self) -> tuple:
         """Requests of one method fuse together when their keys match (same views and layer logits)."""
         return ()
@@ -106,8 +145,13 @@ class Decoder:
 
     @classmethod
     def fuse(cls, decoders: list[Decoder], logits: dict[str, torch.Tensor]) -> Fused:
-        """logits: view or layer key -> `[G, V]` float32 for the G requests in `decoders`."""
+        """logits: view or layer key -> `[G, V]` float32 for the G requests in `decoders`. Pure: it changes no
+        decoder; what it decided per row comes back in `Fused.decisions` (prompt scoring fuses many positions
+        and records nothing)."""
         raise NotImplementedError
+
+    def record(self, decision: Any) -> None:
+        """The engine generated a token with this row's decision (`Fused.decisions`): update state and report."""
 
     def report(self) -> dict[str, Any]:
         return self.decided

@@ -57,6 +57,12 @@ class CD(Decoder):
     name = "cd"
     Params = CDParams
 
+    @classmethod
+    def supports(cls, model_info) -> bool:
+        """Its own layer as the amateur, or a served amateur model, whichever the backend can run."""
+        features = getattr(model_info, "features", frozenset())
+        return "layer_logits" in features or (model_info.amateur is not None and "amateur" in features)
+
     def setup(self) -> None:
         self.layer = resolve_amateur(self.params.amateur, self.ctx.model_info)
         self.decided = {"amateur": f"layer:{self.layer}" if self.layer is not None else self.ctx.model_info.amateur}

@@ -24,6 +24,7 @@ class CFGParams(MethodParams):
 
 class CFG(Decoder):
     name = "cfg"
+    needs = frozenset({"views"})
     Params = CFGParams
 
     def setup(self) -> None:

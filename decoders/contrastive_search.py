@@ -23,7 +23,7 @@ class ContrastiveSearchParams(MethodParams):
 class ContrastiveSearch(Decoder):
     name = "contrastive_search"
     Params = ContrastiveSearchParams
-    expands_candidates = True  # the engine runs top_k candidate rows per step (see engine.candidates)
+    needs = frozenset({"candidates"})  # the engine runs top_k candidate rows per step (torch/candidates.py)
     supports_prompt_scoring = False  # no candidates exist for prompt tokens: plain log-probs are returned
 
     def setup(self) -> None:

@@ -48,6 +48,7 @@ def relative_top_filter(final: torch.Tensor, base: torch.Tensor, alpha: torch.Te
 
 class DoLa(Decoder):
     name = "dola"
+    needs = frozenset({"layer_logits"})
     Params = DoLaParams
 
     def setup(self) -> None:
@@ -70,17 +71,18 @@ class DoLa(Decoder):
         layers = decoders[0].candidates
         stacked = torch.stack([logits[f"original@{j}"] for j in layers])  # [C, G, V]
         if len(layers) == 1:
-            pick = torch.zeros(final.shape[0], dtype=torch.long)
+            pick = torch.zeros(final.shape[0], dtype=torch.long, device=final.device)
         else:
             avg = 0.5 * (F.softmax(final, -1)[None] + F.softmax(stacked, -1))  # [C, G, V]
             kl1 = F.kl_div(F.log_softmax(final, -1)[None].expand_as(avg), avg, reduction="none").mean(-1)  # [C, G]
             kl2 = F.kl_div(F.log_softmax(stacked, -1), avg, reduction="none").mean(-1)  # [C, G]
             pick = (0.5 * (kl1 + kl2)).argmax(dim=0)  # [G] per request
-        base = stacked[pick, torch.arange(final.shape[0])]  # [G, V]
+        base = stacked[pick, torch.arange(final.shape[0], device=final.device)]  # [G, V]
         final_lp, base_lp = relative_top_filter(final, base, params_column(decoders, "alpha", final))
-        for d, j in zip(decoders, pick.tolist()):
-            d.chosen[layers[j]] += 1
-            d.decided["chosen_layers"] = dict(d.chosen)
-        return Fused(final_lp - base_lp, base)
+        return Fused(final_lp - base_lp, base, [layers[j] for j in pick.tolist()])
+
+    def record(self, layer: int) -> None:
+        self.chosen[layer] += 1
+        self.decided["chosen_layers"] = dict(self.chosen)
 
 

@@ -26,6 +26,7 @@ class LoLParams(MethodParams):
 
 class LoL(Decoder):
     name = "lol"
+    needs = frozenset({"amateur", "layer_logits"})
     Params = LoLParams
 
     @classmethod

@@ -22,6 +22,7 @@ class LQCDParams(MethodParams):
 
 class LQCD(Decoder):
     name = "lqcd"
+    needs = frozenset({"views"})
     Params = LQCDParams
 
     def setup(self) -> None:

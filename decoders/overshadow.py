@@ -26,6 +26,7 @@ class OvershadowParams(MethodParams):
 
 class Overshadow(Decoder):
     name = "overshadow"
+    needs = frozenset({"views"})
     Params = OvershadowParams
     supports_prompt_scoring = False  # the contrast view is chosen at prefill from the last position
 
@@ -75,19 +76,27 @@ class Overshadow(Decoder):
         without = torch.stack([torch.log_softmax(logits[n], -1) for n in names])  # [C, G, V]
         kl = (lp.exp()[None] * (lp[None] - without)).sum(-1)  # [C, G]
         best = kl.argmin(dim=0)  # [G]
-        scores, contrasts = original.clone(), [None] * len(decoders)
+        others = torch.stack([logits[n] for n in names])[best, torch.arange(len(decoders), device=best.device)]  # [G, V]
+        alpha, beta = params_column(decoders, "alpha", original), params_column(decoders, "beta", original)
+        d_c = kl.gather(0, best[None])[0]  # [G]
+        thresholds = params_column(decoders, "threshold", original)[:, 0]  # [G]
+        flagged = d_c < thresholds  # [G]
+        scores = torch.where(flagged[:, None], contrast(original, others, alpha, beta), original)  # [G, V]
+        used = torch.where(flagged[:, None], others, original)  # [G, V]
+        decisions = []
         for g, d in enumerate(decoders):
-            c = int(best[g])
-            d_c = float(kl[c, g])
-            d.decided.update(divergences=[round(float(x), 6) for x in kl[:, g]], condition=d.conditions[c],
-                             divergence=d_c, flagged=d_c < d.params.threshold)
-            if d_c < d.params.threshold:
-                d.stage, d.kept = "contrast", names[c]
-                other = logits[names[c]][g:g + 1]
-                p = d.params
-                scores[g] = contrast(original[g:g + 1], other, torch.tensor([[p.alpha]]), torch.tensor([[p.beta]]))[0]
-                contrasts[g] = other[0]
-            else:
-                d.stage = "plain"
-            d._retire = [n for n in names if n != d.kept]
-        return Fused(scores, torch.stack([c if c is not None else original[g] for g, c in enumerate(contrasts)]))
+            c, is_flagged = int(best[g]), bool(flagged[g])
+            decisions.append({"divergences": [round(float(x), 6) for x in kl[:, g]], "condition": d.conditions[c],
+                              "divergence": float(d_c[g]), "flagged": is_flagged,
+                              "kept": names[c] if is_flagged else None})
+        return Fused(scores, used, decisions)
+
+    def record(self, decision: dict | None) -> None:
+        """After the detection step: contrast against the kept view from now on (or decode plainly), and let
+        the engine drop the other views."""
+        if decision is None or self.stage != "detect":
+            return
+        kept = decision.pop("kept")
+        self.decided.update(decision)
+        self.stage, self.kept = ("contrast", kept) if kept is not None else ("plain", None)
+        self._retire = [f"without:{i}" for i in range(len(self.conditions)) if f"without:{i}" != kept]

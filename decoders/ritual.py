@@ -30,6 +30,7 @@ class RitualParams(MethodParams):
 
 class Ritual(ImageContrast):
     name = "ritual"
+    needs = frozenset({"views", "images"})
     Params = RitualParams
 
     def setup(self) -> None:

@@ -22,6 +22,7 @@ class SCMoEParams(MethodParams):
 
 class SCMoE(Decoder):
     name = "scmoe"
+    needs = frozenset({"views", "row_routing"})
     Params = SCMoEParams
 
     @classmethod

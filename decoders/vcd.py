@@ -41,6 +41,7 @@ class ImageContrast(Decoder):
 
 class VCD(ImageContrast):
     name = "vcd"
+    needs = frozenset({"views", "images"})
     Params = VCDParams
 
     def setup(self) -> None:

@@ -8,10 +8,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from counterpoint.clients import cli as client_cli
 
 from .config import Settings, load_settings
+
+log = logging.getLogger("counterpoint")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -37,8 +40,10 @@ def _model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-gb", dest="kv_cache_gb", type=float, help="KV cache memory per worker")
     p.add_argument("--max-model-len", dest="max_model_len", type=int, help="context length")
     p.add_argument("--threads", type=int, help="torch threads per worker")
-    p.add_argument("--backend", choices=["torch", "vllm"], help="worker engine (default torch; vllm needs the "
-                   "vllm extra and runs plain, cfg, lqcd, overshadow)")
+    from .worker.backend import BACKEND_FEATURES, methods_for
+    runs = "; ".join(f"{name} runs {', '.join(methods_for(f))}" for name, f in BACKEND_FEATURES.items())
+    p.add_argument("--backend", choices=sorted(BACKEND_FEATURES),
+                   help=f"worker engine (default torch; vllm needs the vllm extra). {runs}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,10 +100,20 @@ def run_worker(settings: Settings) -> None:
     if not is_loopback(settings.host) and not settings.internal_token:
         sys.exit("counterpoint worker: listening beyond loopback needs --internal-token "
                  "(or COUNTERPOINT_INTERNAL_TOKEN), shared with the gateway")
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    torch.set_num_threads(1)  # the front never runs the model; its engine core process does (worker/core.py)
     app = build_worker_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=settings.shutdown_grace)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                           timeout_graceful_shutdown=settings.shutdown_grace))
+    core = app.state.worker.core
+
+    def exit_with_core() -> None:  # a worker whose engine died is restarted by its supervisor, not kept
+        core.process.join()
+        if not server.should_exit:
+            log.error("the engine core exited (code %s); stopping the worker", core.process.exitcode)
+            os._exit(1)
+
+    threading.Thread(target=exit_with_core, daemon=True).start()
+    server.run()
 
 
 def run_gateway(settings: Settings) -> None:

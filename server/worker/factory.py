@@ -1,14 +1,30 @@
-"""Building a worker from settings: load the model, size the KV cache, create the engine and its app."""
+"""Building a worker from settings: the backend and its model info (in the engine core process), and what
+the front needs beside them (tokenizer, image processor)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
 from ..config import Settings
 from . import loader
-from .torch.engine import Engine, EngineConfig
+from .backend import Backend
 from .inputs import ModelInfo
+from .torch.engine import Engine, EngineConfig
 from .torch.scheduler import SchedulerConfig
+
+
+def served_name(settings: Settings) -> str:
+    return settings.served_model_name or loader.default_model_name(settings.model)
+
+
+def build_backend(settings: Settings) -> tuple[Backend, ModelInfo]:
+    """The engine core's backend for these settings, and the model info the front and gateway see."""
+    if settings.backend == "vllm":
+        from .vllm.build import build_vllm
+        return build_vllm(settings, served_name(settings))
+    engine = build_engine(settings)
+    amateur = loader.default_model_name(settings.amateur) if settings.amateur else None
+    return engine, model_info(engine, served_name(settings), amateur)
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -29,19 +45,26 @@ def model_info(engine: Engine, name: str, amateur_name: str | None = None) -> Mo
                      tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
                      num_experts=experts, eos_token_ids=tuple(sorted(engine.eos_token_ids)),
                      amateur=amateur_name if engine.amateur is not None else None,
-                     amateur_num_layers=amateur_layers, is_vision=engine.runner.is_vision)
+                     amateur_num_layers=amateur_layers, is_vision=engine.runner.is_vision,
+                     backend="torch", features=engine.features)
 
 
-def build_worker_app(settings: Settings) -> FastAPI:
-    from .app import create_app
-    if settings.backend == "vllm":
-        from .vllm.app import build_vllm_worker_app
-        return build_vllm_worker_app(settings)
-    engine = build_engine(settings)
-    name = settings.served_model_name or loader.default_model_name(settings.model)
-    amateur_name = loader.default_model_name(settings.amateur) if settings.amateur else None
+def front_parts(settings: Settings, info: ModelInfo) -> tuple[Any, Any]:
+    """The tokenizer and (vision models) the image processor, loaded in the worker's front process."""
+    from transformers import AutoConfig, AutoTokenizer
+    path = loader.resolve(settings.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
     vision = None
-    if engine.runner.is_vision:
+    if info.is_vision:
         from .vision import VisionProcessor
-        vision = VisionProcessor.load(loader.resolve(settings.model), engine.model.config)
-    return create_app(engine, model_info(engine, name, amateur_name), settings, vision)
+        vision = VisionProcessor.load(path, AutoConfig.from_pretrained(path))
+    return tokenizer, vision
+
+
+def build_worker_app(settings: Settings):
+    """The worker: its engine core process (started now, the model loaded there) and the front's app."""
+    from .app import create_app
+    from .core import EngineClient
+    client = EngineClient.start(settings)
+    tokenizer, vision = front_parts(settings, client.info)
+    return create_app(client, settings, tokenizer, vision)

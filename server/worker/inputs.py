@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jinja2 import TemplateError
 from counterpoint.decoders import REGISTRY, Decoder, DecodingError, RequestContext, supported_methods
+from counterpoint.decoders.base import FEATURES
+from jinja2 import TemplateError
 from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
@@ -34,11 +35,17 @@ class ModelInfo:
     amateur: str | None = None  # name of the amateur model served beside this one (cd, lol)
     amateur_num_layers: int = 0
     is_vision: bool = False  # a vision-language model: chat messages may hold images (vcd, ritual)
+    backend: str = "torch"  # the engine that runs it: "torch" or "vllm"
+    features: frozenset[str] = frozenset()  # what that backend offers (backend.ALL_FEATURES)
+
+    def can_run(self, cls: type[Decoder]) -> bool:
+        """Whether this model, on this backend, can run the method at all (listed in /v1/models)."""
+        return cls.supports(self) and cls.needs <= self.features
 
     def as_dict(self) -> dict:
-        methods = [m for m in supported_methods() if REGISTRY[m].supports(self)]
+        methods = [m for m in supported_methods() if self.can_run(REGISTRY[m])]
         return {"id": self.name, "max_model_len": self.max_model_len, "methods": methods,
-                "amateur": self.amateur, "vision": self.is_vision}
+                "amateur": self.amateur, "vision": self.is_vision, "backend": self.backend}
 
 
 def prompt_ids(req: GenerateRequest, tokenizer: PreTrainedTokenizerBase, info: ModelInfo) -> list[int]:
@@ -72,9 +79,23 @@ def make_decoder(req: GenerateRequest, ids: list[int], tokenizer: PreTrainedToke
     ctx = RequestContext(prompt_ids=ids, model_info=info, messages=req.messages, prompt=req.prompt,
                          tokenize=tokenize, seed=seed, media=media)
     try:
-        return cls(params, ctx)
+        decoder = cls(params, ctx)
     except DecodingError as exc:
         raise APIError(400, str(exc), "decoding") from exc
+    check_features(decoder, req, info)
+    return decoder
+
+
+def check_features(decoder: Decoder, req: GenerateRequest, info: ModelInfo) -> None:
+    """A 400 when this request needs something the worker's backend does not offer."""
+    needed = decoder.required_features()
+    if req.sampling.prompt_logprobs is not None and len(decoder.views()) > 1:
+        needed = needed | {"view_scoring"}
+    missing = sorted(needed - info.features)
+    if missing:
+        raise APIError(400, f"decoding method {decoder.name!r} needs {', '.join(missing)} "
+                            f"({'; '.join(FEATURES[m] for m in missing)}), which the {info.backend} backend "
+                            f"does not offer; serve this model with `--backend torch` for it", "decoding")
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], add_generation_prompt: bool,

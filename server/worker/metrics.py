@@ -11,17 +11,15 @@ PREEMPTIONS = Gauge("counterpoint_worker_preemptions", "Groups preempted by reco
 FORWARD_ROWS = Counter("counterpoint_worker_forward_rows", "Rows run through the model, by view kind "
                        "(original, or the contrast view a method adds)", ["view"])
 
-_seen_rows: dict[tuple[int, str], int] = {}  # (id of engine, view) -> rows FORWARD_ROWS already counted
+_seen_rows: dict[str, int] = {}  # view -> rows FORWARD_ROWS already counted
 
 
-def observe_engine(async_engine) -> None:
-    engine = async_engine.engine
-    RUNNING.set(len(engine.scheduler.running))
-    WAITING.set(len(engine.scheduler.waiting))
-    KV_USAGE.set(engine.block_manager.usage)
-    PREEMPTIONS.set(engine.scheduler.num_preemptions)
-    rows = getattr(engine, "num_rows_by_view", {})  # the vLLM backend does not count rows per view
-    for view, total in dict(rows).items():  # dict() copies atomically under the GIL
-        key = (id(engine), view)
-        FORWARD_ROWS.labels(view).inc(max(0, total - _seen_rows.get(key, 0)))
-        _seen_rows[key] = total
+def observe_engine(stats) -> None:
+    """Set the gauges from the engine core's latest `EngineStats`."""
+    RUNNING.set(stats.num_running)
+    WAITING.set(stats.num_waiting)
+    KV_USAGE.set(stats.kv_cache_usage)
+    PREEMPTIONS.set(stats.num_preemptions)
+    for view, total in stats.forward_rows.items():
+        FORWARD_ROWS.labels(view).inc(max(0, total - _seen_rows.get(view, 0)))
+        _seen_rows[view] = total

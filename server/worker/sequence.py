@@ -39,11 +39,15 @@ class Sequence:
     scratch_slot: int | None = None  # candidate rows only: the slot their one new token's keys/values go to
     images: object = None  # vision models: this view's ImageInputs, given to the forward that computes its image tokens
     num_computed_tokens: int = 0  # tokens whose keys/values are in the cache
+    num_scheduled: int | None = None  # tokens the scheduler gave this view in the current step; None: the rest
     block_table: list[int] = field(default_factory=list)  # cache blocks in position order
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
 
     @property
     def num_new_tokens(self) -> int:
+        """Tokens this step's forward computes for the view."""
+        if self.num_scheduled is not None:
+            return self.num_scheduled
         return len(self.token_ids) - self.num_computed_tokens
 
     @property
@@ -52,16 +56,10 @@ class Sequence:
         return self.images is not None and self.num_computed_tokens <= (self.max_shared or 0)
 
     @classmethod
-    def from_view(cls, view, ctx) -> Sequence:
-        """A decoder's View as a sequence. A main-model view whose prompt holds image tokens gets the request's
-        images unless it brings its own, and shares no cache blocks past its first image token."""
-        media, images = getattr(ctx, "media", None), getattr(view, "images", None)
-        first = None
-        if media is not None and view.model == "main":
-            first = media.vision.first_image_token(view.prompt_ids)
-            images = (media.pixels if images is None else images) if first is not None else None
+    def from_view(cls, view) -> Sequence:
+        """A decoder's resolved View (`backend.resolve_views`) as a sequence with its own token list."""
         return cls(view.name, list(view.prompt_ids), len(view.prompt_ids), view.model, view.weak_rank,
-                   max_shared=first, images=images)
+                   max_shared=view.max_shared, images=view.images)
 
 
 @dataclass
@@ -82,6 +80,7 @@ class SequenceGroup:
     arrival_time: float = field(default_factory=time.monotonic)
     wants_prompt_logprobs: bool = False  # prompt logprobs still owed (cleared once sent)
     diagnostics: bool = False  # report how the contrast changed each token
+    is_partial: bool = False  # this step computes a chunk of its prompt only: nothing is fused or sampled
     num_scratch_blocks: int = 0  # cache blocks for transient candidate rows (contrastive search)
     scratch_blocks: list[int] = field(default_factory=list)
     uid: int = field(default_factory=lambda: next(_group_uids))  # unique for the process's lifetime

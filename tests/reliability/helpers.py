@@ -36,13 +36,13 @@ def assert_still_serving(client: httpx.Client, path: str = "/v1/chat/completions
     assert 1 <= body["usage"]["completion_tokens"] <= CHAT["max_tokens"]
 
 
-def wait_kv_free(engine, timeout: float = 15.0) -> None:
-    """The worker's KV cache is back to zero usage and it holds no request (bounded wait)."""
+def wait_kv_free(core, timeout: float = 15.0) -> None:
+    """The worker's KV cache is back to zero usage and it holds no request (bounded wait). `core` is the
+    worker app's `state.worker.core`, whose stats the engine core sends after every change."""
     deadline = time.monotonic() + timeout
-    while engine.block_manager.num_free_blocks != engine.block_manager.num_blocks or engine.groups:
-        assert time.monotonic() < deadline, f"KV cache still in use: {engine.block_manager.usage:.3f}"
+    while core.stats.kv_cache_usage != 0.0 or core.stats.num_running or core.stats.num_waiting:
+        assert time.monotonic() < deadline, f"KV cache still in use: {core.stats.kv_cache_usage:.3f}"
         time.sleep(0.05)
-    assert engine.block_manager.usage == 0.0 and not engine.scheduler.running and not engine.scheduler.waiting
 
 
 def metric(text: str, name: str) -> float:

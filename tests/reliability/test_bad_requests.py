@@ -149,7 +149,7 @@ def test_bad_request(gateway_client, tiny_worker, method, path, body, status, pa
         if param is not None:
             assert err["param"] == param, err
     assert_still_serving(gateway_client)
-    wait_kv_free(tiny_worker.app.state.worker.engine.engine)
+    wait_kv_free(tiny_worker.app.state.worker.core)
 
 
 def test_oversized_bodies_get_413(gateway_client, tiny_worker):

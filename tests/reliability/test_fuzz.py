@@ -77,7 +77,7 @@ def test_schema_fuzz_never_5xx(client, tiny_worker, path):
         check(client.post(path, content=json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass"),
                           headers={"content-type": "application/json"}))
     run()
-    wait_kv_free(tiny_worker.app.state.worker.engine.engine)
+    wait_kv_free(tiny_worker.app.state.worker.core)
     assert_still_serving(client)
 
 

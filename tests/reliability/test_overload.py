@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import time
 
 import httpx
 import pytest
@@ -19,7 +18,6 @@ from tests.conftest import ThreadServer
 
 from .helpers import CHAT, assert_clean_error, assert_still_serving, metric, wait_kv_free
 
-STEP_PAUSE = 0.02  # seconds added to every engine step
 MAX_WAITING = 2
 DEADLINE = 2.0
 
@@ -27,19 +25,16 @@ DEADLINE = 2.0
 @pytest.fixture(scope="module")
 def slow(tiny_llama_dir):
     """A worker (one row per step, two may wait, 2 s deadline) with a pause per step, and a gateway before it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COUNTERPOINT_ENGINE_HOOK", "tests.reliability.engine_hooks:slow_steps")
     from counterpoint.server.config import Settings
     from counterpoint.server.gateway.app import create_app
     from counterpoint.server.worker.factory import build_worker_app
     settings = Settings(model=str(tiny_llama_dir), served_model_name="tiny", kv_cache_gb=0.05, max_num_seqs=1,
                         max_waiting=MAX_WAITING, request_deadline=DEADLINE, retry_after=3)
     worker_app = build_worker_app(settings)
-    engine = worker_app.state.worker.engine.engine
-    step = engine.step
-
-    def slow_step():
-        time.sleep(STEP_PAUSE)
-        return step()
-    engine.step = slow_step
+    mp.undo()
+    engine = worker_app.state.worker.core
     with ThreadServer(worker_app) as worker, \
             ThreadServer(create_app(Settings(worker_urls=[worker.url], retry_after=3))) as gateway, \
             httpx.Client(base_url=gateway.url, timeout=60) as client:

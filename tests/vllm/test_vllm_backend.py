@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from .conftest import choices, generate
@@ -71,8 +73,9 @@ def test_stop_strings_n_seed_usage_and_finish_reasons(vllm_worker):
 
 
 def test_unsupported_methods_answer_400_naming_the_torch_backend(vllm_worker):
-    for method in ("dola", "scmoe", "cd"):
-        status, body = generate(vllm_worker.url, {"prompt": "Hi", "decoding": {"method": method}})
+    for decoding in ({"method": "dola"}, {"method": "cd", "params": {"amateur": "layer:4"}},
+                     {"method": "contrastive_search"}):
+        status, body = generate(vllm_worker.url, {"prompt": "Hi", "decoding": decoding})
         assert status == 400 and "--backend torch" in body[0]["error"]["message"]
 
 
@@ -85,29 +88,38 @@ def test_info_lists_the_methods_this_backend_runs(vllm_worker, torch_worker):
     assert "counterpoint_worker_preemptions" in httpx.get(f"{vllm_worker.url}/metrics").text
 
 
-def _stream_with_disturbance(worker, body: dict, after: int, disturb) -> dict:
-    """Stream /generate; after `after` deltas, run `disturb(engine)` on the engine thread."""
-    import json
-    import uuid
+@pytest.fixture(scope="module")
+def vllm_backend(default_model_dir):
+    """The vLLM backend in this process (no worker), to drive step by step and disturb between steps."""
+    from counterpoint.server.config import Settings
+    from counterpoint.server.worker.vllm.build import build_vllm
+    engine, info = build_vllm(Settings(model=str(default_model_dir), backend="vllm", max_model_len=1024,
+                                       max_num_seqs=16, max_num_batched_tokens=2048, kv_cache_gb=0.5), "SmolLM2")
+    return engine, info
 
-    import httpx
-    engine = worker.app.state.worker.engine
-    body = {"request_id": uuid.uuid4().hex, "model": "SmolLM2", **body}
-    events, seen = [], 0
+
+def _run_with_disturbance(backend, body: dict, after: int, disturb) -> list:
+    """Run one request on the backend; after `after` outputs with tokens, call `disturb(engine)` between steps.
+    Returns the outputs (StepOutput or GroupFailure) in order."""
+    from counterpoint.server.worker.backend import EngineRequest, resolve_views
+    from counterpoint.server.worker.inputs import make_decoder, prompt_ids
+    from counterpoint.server.worker_protocol import GenerateRequest
+    from transformers import AutoTokenizer
+    engine, info = backend
+    req = GenerateRequest(request_id=uuid.uuid4().hex, model="SmolLM2", **body)
+    tokenizer = AutoTokenizer.from_pretrained(engine.llm.model_config.tokenizer)
+    decoder = make_decoder(req, prompt_ids(req, tokenizer, info), tokenizer, info)
+    engine.submit(EngineRequest(f"{req.request_id}-0", 0, decoder.detached(), resolve_views(decoder), req.sampling))
+    outputs, seen = [], 0
     if after == 0:
-        engine._inbox.put(lambda: None)  # the disturbance queued right behind the request's views
-    with httpx.stream("POST", f"{worker.url}/generate", json=body, timeout=300) as r:
-        for line in r.iter_lines():
-            if not line.strip():
-                continue
-            events.append(json.loads(line))
-            if events[-1]["type"] == "start" and after == 0:
-                continue
-            if events[-1]["type"] == "delta":
-                seen += 1
-                if seen == after:
-                    engine._inbox.put(lambda: disturb(engine.engine))
-    return events
+        disturb(engine)
+    while engine.has_work:
+        for out in engine.step():
+            outputs.append(out)
+            seen += bool(getattr(out, "token_ids", None))
+            if seen == after and getattr(out, "token_ids", None):
+                disturb(engine)
+    return outputs
 
 
 def _drop_negative_view(engine) -> None:
@@ -119,29 +131,32 @@ def _drop_negative_view(engine) -> None:
 
 
 @pytest.mark.parametrize("after", [1, 5])
-def test_cfg_output_stays_exact_when_vllm_splits_a_group(vllm_worker, torch_worker, after):
+def test_cfg_output_stays_exact_when_vllm_splits_a_group(vllm_backend, torch_worker, after):
     body = {"prompt": PROMPTS[2], "sampling": {"temperature": 0, "max_tokens": 16},
             "decoding": {"method": "cfg", "params": {"guidance_scale": 2.0, "negative_prompt": "Hello"}}}
     expected = choices(generate(torch_worker.url, body)[1])[0]
-    engine = vllm_worker.app.state.worker.engine.engine
+    engine = vllm_backend[0]
     restarts = engine.num_restarts
-    got = choices(_stream_with_disturbance(vllm_worker, body, after, _drop_negative_view))[0]
+    outs = _run_with_disturbance(vllm_backend, body, after, _drop_negative_view)
     assert engine.num_restarts > restarts  # the split was seen and the group resubmitted from its tokens
-    assert got["ids"] == expected["ids"] and got["text"] == expected["text"]
+    assert [t for o in outs for t in o.token_ids] == expected["ids"]
+    assert "".join(o.text for o in outs) == expected["text"]
 
 
-def test_a_group_split_too_often_fails_cleanly(vllm_worker, monkeypatch):
-    from counterpoint.server.worker import vllm_backend
-    monkeypatch.setattr(vllm_backend, "MAX_RESTARTS", 0)
+def test_a_group_split_too_often_fails_cleanly(vllm_backend, monkeypatch):
+    from counterpoint.server.worker.backend import GroupFailure
+    from counterpoint.server.worker.vllm import backend as vllm_backend_module
     body = {"prompt": PROMPTS[0], "sampling": {"temperature": 0, "max_tokens": 12},
             "decoding": {"method": "cfg", "params": {"negative_prompt": "Hello"}}}
-    expected = choices(generate(vllm_worker.url, body)[1])[0]["ids"]
-    events = _stream_with_disturbance(vllm_worker, body, 3, _drop_negative_view)
-    assert events[-1]["type"] == "error" and "different steps" in events[-1]["message"]
-    sent = [t for e in events if e["type"] == "delta" for t in e.get("token_ids", [])]
+    expected = [t for o in _run_with_disturbance(vllm_backend, body, -1, None) for t in o.token_ids]
+    monkeypatch.setattr(vllm_backend_module, "MAX_RESTARTS", 0)
+    outs = _run_with_disturbance(vllm_backend, body, 3, _drop_negative_view)
+    assert isinstance(outs[-1], GroupFailure) and "different steps" in outs[-1].message
+    sent = [t for o in outs[:-1] for t in o.token_ids]
     assert 3 <= len(sent) < len(expected) and sent == expected[:len(sent)]  # nothing off-method was sent
-    assert not vllm_worker.app.state.worker.engine.engine.groups  # its views are gone from vLLM
-    assert choices(generate(vllm_worker.url, body)[1])[0]["ids"] == expected  # the worker goes on
+    assert not vllm_backend[0].groups and not vllm_backend[0].llm.has_unfinished_requests()  # its views are gone
+    monkeypatch.setattr(vllm_backend_module, "MAX_RESTARTS", 3)
+    assert [t for o in _run_with_disturbance(vllm_backend, body, -1, None) for t in o.token_ids] == expected
 
 
 def test_prompt_scoring_equals_torch_backend(vllm_worker, torch_worker):

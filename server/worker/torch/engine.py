@@ -1,16 +1,18 @@
-"""The engine: one model, its paged KV cache, and the step loop over sequence groups.
+"""The PyTorch engine: one model (and an optional amateur), their paged KV caches, the step loop over groups.
 
 Three batch types, and who owns each:
 - `list[SequenceGroup]` (scheduler): the requests that run this step, every view of each.
-- `StepBatch` (engine, fusion): where each view sits in its model's forward; `PagedBatch` + packed
+- `StepBatch` (engine, batch.py): where each view sits in its model's forward; `PagedBatch` + packed
   `input_ids` (model runner): one model's rows as one forward (a second model runs its own).
 - `[G, V]` scores (decoders, sampler): one fused row per group, from which one token is chosen.
 
-`Engine.step()` is schedule -> run -> fuse -> sample -> postprocess; it is called from one thread only.
+`Engine.step()` is schedule -> run -> fuse -> sample -> postprocess. It implements `backend.Backend` and is
+driven by one thread only (the engine core's main thread).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,18 +20,21 @@ import torch
 from counterpoint.decoders import Decoder
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...worker_protocol import SamplingParams, TokenLogprob, TopLogprob
+from ...worker_protocol import SamplingParams
+from ..backend import TORCH_FEATURES, EngineRequest, EngineStats, GroupFailure, StepOutput
+from ..fusion import FuseResult, diagnostics, fuse_groups
+from ..outputs import ChoiceOutput, prompt_logprobs
+from ..sampler import Sampler, SamplerOutput
+from ..sequence import Sequence, SequenceGroup
+from .batch import StepBatch
+from .batch import prompt_logprobs as fused_prompt_logprobs
 from .block_manager import BlockManager, KVPools
-from .candidates import candidate_rows, commit, processed_pending
-from ..detokenizer import Detokenizer
-from ..fusion import FuseResult, StepBatch, fuse, jsd, prompt_logprobs
+from .candidates import CandidateStage, wants_candidates
 from .model_runner import ModelRunner
 from .paged_attention import KVCache
-from ..sampler import Sampler, SamplerOutput
 from .scheduler import Scheduler, SchedulerConfig
-from ..sequence import Sequence, SequenceGroup
 
-MIN_LOGPROB = -9999.0  # what -inf (a token the method rules out) is reported as: JSON has no infinity
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,25 +45,9 @@ class EngineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
-@dataclass
-class StepOutput:
-    """What one step produced for one group (one choice of one request)."""
-
-    group_id: str
-    index: int  # choice index
-    token_ids: list[int]  # the new token, or none (max_tokens 0, or a token that only ended the choice)
-    text: str  # new text to send
-    logprobs: list[TokenLogprob] | None
-    prompt_logprobs: list[TokenLogprob] | None  # sent once, with the first output
-    finish_reason: str | None
-    num_prompt_tokens: int
-    num_generated: int
-    changed: list[bool] | None = None  # diagnostics: did the contrast change this token's choice
-    divergence: list[float] | None = None  # diagnostics: JSD between original and contrast views
-    own: list[int] | None = None  # diagnostics: the token the original view alone would have chosen (argmax)
-
-
 class Engine:
+    features = TORCH_FEATURES
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EngineConfig,
                  amateur: PreTrainedModel | None = None):
         self.model = model.eval()
@@ -81,9 +70,10 @@ class Engine:
         self.scheduler = Scheduler(config.scheduler, self.pools)
         self.runner = self.runners["main"]
         self.sampler = Sampler(self.vocab_size, self.runner.device)
+        self.candidates = CandidateStage(self.sampler, self.runner.cache)
         self.groups: dict[str, SequenceGroup] = {}
         self.num_rows_by_view: Counter[str] = Counter()  # forward rows run so far, by view name (metrics)
-        self.detokenizers: dict[str, Detokenizer] = {}
+        self.choices: dict[str, ChoiceOutput] = {}
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_token_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -100,25 +90,26 @@ class Engine:
 
     def add(self, group_id: str, index: int, decoder: Decoder, sampling: SamplingParams,
             diagnostics: bool = False) -> SequenceGroup:
-        """Queue one choice. The caller has validated lengths against `max_model_len` and capacity."""
-        seqs = [Sequence.from_view(v, decoder.ctx) for v in decoder.views()]
+        """Queue one choice of a decoder built in this process (tests, benchmarks)."""
+        return self.submit(EngineRequest.of(group_id, index, decoder, sampling, diagnostics))
+
+    def submit(self, request: EngineRequest) -> SequenceGroup:
+        """Queue one choice. The front has validated lengths against `max_model_len` and capacity."""
+        seqs = [Sequence.from_view(v) for v in request.views]
         assert seqs[0].view == "original"
-        scratch_blocks = 0
-        if getattr(decoder, "expands_candidates", False):  # contrastive search: room for k candidate rows
-            seqs[0].lookahead = 1
-            scratch_blocks = -(-decoder.params.top_k // self.config.block_size)
-        longest = max(len(s.token_ids) for s in seqs)
-        room = self.max_model_len - longest
+        sampling = request.sampling
+        room = self.max_model_len - max(len(s.token_ids) for s in seqs)
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         generator = None
         if sampling.seed is not None:
-            generator = torch.Generator(device=self.runner.device).manual_seed(sampling.seed + index)
-        group = SequenceGroup(group_id, index, seqs, sampling, decoder, self.eos_token_ids, max_tokens,
-                              generator=generator, wants_prompt_logprobs=sampling.prompt_logprobs is not None,
-                              diagnostics=diagnostics, num_scratch_blocks=scratch_blocks)
-        self.groups[group_id] = group
-        self.detokenizers[group_id] = Detokenizer(self.tokenizer, seqs[0].token_ids, sampling.stop,
-                                                  sampling.skip_special_tokens)
+            generator = torch.Generator(device=self.runner.device).manual_seed(sampling.seed + request.index)
+        group = SequenceGroup(request.group_id, request.index, seqs, sampling, request.decoder, self.eos_token_ids,
+                              max_tokens, generator=generator, diagnostics=request.diagnostics,
+                              wants_prompt_logprobs=sampling.prompt_logprobs is not None)
+        if wants_candidates(group):
+            self.candidates.prepare(group)
+        self.groups[group.group_id] = group
+        self.choices[group.group_id] = ChoiceOutput(self.tokenizer, group)
         self.scheduler.add(group)
         return group
 
@@ -126,7 +117,11 @@ class Engine:
         group = self.groups.pop(group_id, None)
         if group is not None:
             self.scheduler.finish(group)
-            self.detokenizers.pop(group_id, None)
+            self.choices.pop(group_id, None)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(len(self.scheduler.running), len(self.scheduler.waiting), self.block_manager.usage,
+                           self.scheduler.num_preemptions, dict(self.num_rows_by_view))
 
     # ---- the step -------------------------------------------------------------------------------
 
@@ -136,19 +131,16 @@ class Engine:
         if not groups:
             return []
         batch = self.run(groups)
-        fused = fuse(batch)
-        sampled = self.sampler(fused.scores, groups)
+        batch = self.ready(batch)  # groups that computed only a chunk of their prompt wait for the next step
+        if not batch.groups:
+            return []
+        fused = self.fuse(batch)
+        sampled = self.sampler(fused.scores, batch.groups)
         return self.postprocess(batch, fused, sampled)
 
     def run(self, groups: list[SequenceGroup]) -> StepBatch:
         """One batched forward per model over every scheduled view (and contrastive-search candidates)."""
-        candidates = {}
-        for i, g in enumerate(groups):
-            d = g.decoder
-            if getattr(d, "expands_candidates", False) and d.pending is not None and g.seqs[0].num_new_tokens == 0:
-                tokens = d.propose(processed_pending(self.sampler, g))
-                candidates[i] = candidate_rows(g, tokens, self.config.block_size)
-        batch = StepBatch.build(groups, list(self.runners), candidates)
+        batch = StepBatch.build(groups, list(self.runners), self.candidates.expand(groups))
         for seqs in batch.seqs.values():
             self.num_rows_by_view.update(s.view.split(":")[0] for s in seqs)  # "cand:3" counts as "cand"
         for name, runner in self.runners.items():
@@ -157,14 +149,31 @@ class Engine:
                                                  batch.layer_requests[name], batch.hidden_rows[name])
         return batch
 
+    @staticmethod
+    def ready(batch: StepBatch) -> StepBatch:
+        """The batch seen through the groups whose prompt is complete (chunked prefill)."""
+        partial = [i for i, g in enumerate(batch.groups) if g.is_partial]
+        return batch.subset([i for i in range(len(batch.groups)) if i not in partial]) if partial else batch
+
+    def fuse(self, batch: StepBatch) -> FuseResult:
+        if any(wants_candidates(g) for g in batch.groups):
+            return self.candidates.fuse(batch, self._fuse)
+        return self._fuse(batch)
+
+    @staticmethod
+    def _fuse(batch: StepBatch) -> FuseResult:
+        original = torch.stack([batch.view(i, "original") for i in range(len(batch.groups))])  # [G, V]
+        return fuse_groups([g.decoder for g in batch.groups], original, batch.method_inputs)
+
     def postprocess(self, batch: StepBatch, fused: FuseResult, sampled: SamplerOutput) -> list[StepOutput]:
         groups = batch.groups
-        diag = self._diagnostics(groups, fused, sampled)
+        diag = diagnostics(fused, [i for i, g in enumerate(groups) if g.diagnostics and i not in fused.silent
+                                   and (fused.contrast[i] is not None or wants_candidates(g))], sampled.token_ids)
         outputs = []
         for i, g in enumerate(groups):
             prompt_lps = None
             if g.wants_prompt_logprobs and batch.prompt_rows["main"]:
-                prompt_lps = self._prompt_logprobs(g, prompt_logprobs(batch, i))
+                prompt_lps = self._prompt_logprobs(g, fused_prompt_logprobs(batch, i))
                 g.wants_prompt_logprobs = False
             if i in fused.silent and g.max_tokens > 0:  # contrastive search's prefill: no token yet
                 if prompt_lps is not None:
@@ -173,35 +182,23 @@ class Engine:
                 continue
             expanded = "cand:0" in batch.rows[i]
             if expanded:
-                commit(self.runner.cache, g, g.decoder.selected)
-            out = self._advance(g, i, sampled, prompt_lps)
+                self.candidates.commit(g)
+            if fused.decisions and fused.decisions[i] is not None:
+                g.decoder.record(fused.decisions[i])
+            out = self.choices[g.group_id].emit(sampled.token_ids[i], self._logprob(sampled, i, g), prompt_lps)
             if expanded:
                 g.seqs[0].num_computed_tokens = len(g.seqs[0].token_ids)  # its keys/values were committed
             if i in diag and out.token_ids:
-                out.changed, out.divergence, out.own = [diag[i][0]], [diag[i][1]], [diag[i][2]]
+                changed, divergence, own = diag[i]
+                out.changed, out.divergence, out.own_token_ids = [changed], [divergence], [own]
             outputs.append(out)
             self._retire(g)
         for g in groups:
             if g.finish_reason is not None:
                 self.scheduler.finish(g)
                 self.groups.pop(g.group_id, None)
-                self.detokenizers.pop(g.group_id, None)
+                self.choices.pop(g.group_id, None)
         return outputs
-
-    def _diagnostics(self, groups: list[SequenceGroup], fused: FuseResult,
-                     sampled: SamplerOutput) -> dict[int, tuple[bool, float, int]]:
-        rows = [i for i, g in enumerate(groups) if g.diagnostics  # a method without a contrast has nothing to say
-                and (fused.contrast[i] is not None or getattr(g.decoder, "expands_candidates", False))]
-        if not rows:
-            return {}
-        idx = torch.tensor(rows)
-        original = fused.original[idx]  # [D, V]
-        contrast = torch.stack([fused.contrast[i] if fused.contrast[i] is not None else fused.original[i]
-                                for i in rows])  # [D, V]
-        vocab = min(original.shape[1], contrast.shape[1])
-        div = jsd(original[:, :vocab], contrast[:, :vocab]).tolist()  # [D]
-        own = original.argmax(-1).tolist()  # [D]
-        return {i: (own[k] != sampled.token_ids[i], div[k], own[k]) for k, i in enumerate(rows)}
 
     def _retire(self, g: SequenceGroup) -> None:
         names = set(g.decoder.retired_views())
@@ -210,86 +207,61 @@ class Engine:
             self.pools.free(g, gone)
             g.seqs = [s for s in g.seqs if s.view not in names]
 
-    def _advance(self, g: SequenceGroup, i: int, sampled: SamplerOutput,
-                 prompt_lps: list[TokenLogprob] | None) -> StepOutput:
-        detok = self.detokenizers[g.group_id]
-        new_ids: list[int] = []
-        logprobs = None
-        if g.max_tokens <= 0:
-            g.finish_reason = "length"
-        else:
-            token = sampled.token_ids[i]
-            g.append_token(token)
-            is_stop_token = token in g.sampling.stop_token_ids or (
-                token in g.eos_token_ids and not g.sampling.ignore_eos)
-            before = len(detok.text)
-            if is_stop_token:
-                g.finish_reason = "stop"
-            else:
-                new_ids = [token]
-                if detok.add(token):
-                    g.finish_reason = "stop"
-                elif g.num_generated >= g.max_tokens:
-                    g.finish_reason = "length"
-            if g.sampling.logprobs is not None:
-                logprobs = [self._token_logprob(token, sampled, i, g.sampling.logprobs)]
-                logprobs[0].offset = _offset(detok.text, before, logprobs[0].token)
-        text = detok.take(finished=g.finish_reason is not None)
-        return StepOutput(g.group_id, g.index, new_ids, text, logprobs, prompt_lps, g.finish_reason,
-                          g.seqs[0].num_prompt_tokens, g.num_generated)
-
     @staticmethod
-    def _finite(lp: float) -> float:
-        return max(lp, MIN_LOGPROB)
+    def _logprob(sampled: SamplerOutput, i: int, g: SequenceGroup) -> tuple[float, list[int], list[float]] | None:
+        k = g.sampling.logprobs
+        if k is None:
+            return None
+        top_ids = sampled.top_ids[i, :k].tolist() if k > 0 else []
+        top_lps = sampled.top_logprobs[i, :k].tolist() if k > 0 else []
+        return float(sampled.logprobs[i]), top_ids, top_lps
 
-    def _token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
-
-    def _token_logprob(self, token: int, sampled: SamplerOutput, i: int, k: int) -> TokenLogprob:
-        top = []
-        if k > 0:
-            ids, lps = sampled.top_ids[i, :k].tolist(), sampled.top_logprobs[i, :k].tolist()
-            top = [TopLogprob(token_id=t, token=self._token_text(t), logprob=self._finite(lp)) for t, lp in zip(ids, lps)]
-        return TokenLogprob(token_id=token, token=self._token_text(token),
-                            logprob=self._finite(float(sampled.logprobs[i])), top=top)
-
-    def _prompt_logprobs(self, g: SequenceGroup, lp: torch.Tensor) -> list[TokenLogprob]:
+    def _prompt_logprobs(self, g: SequenceGroup, lp: torch.Tensor):
         """lp `[P-1, V]` (the method's log-probs predicting tokens 1..P-1) -> one entry per prompt token."""
         k = g.sampling.prompt_logprobs or 0
         ids = g.seqs[0].token_ids[:g.seqs[0].num_prompt_tokens]
         targets = torch.tensor(ids[1:], device=lp.device)  # [P-1]
         chosen = lp.gather(1, targets[:, None])[:, 0].tolist()  # [P-1]
         top_lps, top_ids = lp.topk(k, dim=-1) if k > 0 else (None, None)  # [P-1, k]
-        offsets = _text_offsets(self.tokenizer, ids)
-        result = [TokenLogprob(token_id=ids[0], token=self._token_text(ids[0]), logprob=None, offset=0)]
-        for p, (tok, lpv) in enumerate(zip(ids[1:], chosen)):
-            top = []
-            if k > 0:
-                top = [TopLogprob(token_id=t, token=self._token_text(t), logprob=self._finite(v))
-                       for t, v in zip(top_ids[p].tolist(), top_lps[p].tolist())]
-            result.append(TokenLogprob(token_id=tok, token=self._token_text(tok), logprob=self._finite(lpv), top=top,
-                                       offset=offsets[p + 1]))
-        return result
+        return prompt_logprobs(self.tokenizer, ids, chosen, top_ids.tolist() if k > 0 else None,
+                               top_lps.tolist() if k > 0 else None)
 
+    # ---- a step that failed ---------------------------------------------------------------------
 
-def _text_offsets(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[int]:
-    """Where each token's text starts in `tokenizer.decode(ids)`: a token that only completes a character
-    split across tokens starts where that character does (decoded incrementally, O(len(ids)))."""
-    detok = Detokenizer(tokenizer, [], [], skip_special_tokens=False)
-    offsets = []
-    for token in ids:
-        before = len(detok.text)
-        detok.add(token)
-        offsets.append(_offset(detok.text, before, tokenizer.decode([token])))
-    return offsets
+    def recover(self) -> list[StepOutput | GroupFailure]:
+        """After `step` raised: every running group is preempted (recomputed later), then each runs one step
+        alone, oldest first; a group whose lone step fails is failed. When every lone step succeeds the
+        failure needed the whole batch, and the newest group (the last to join) is failed instead."""
+        suspects = sorted(self.scheduler.running, key=lambda g: g.uid)
+        for g in suspects:
+            self.scheduler.preempt(g)
+        results: list[StepOutput | GroupFailure] = []
+        failed = []
+        for g in suspects:
+            if g.group_id not in self.groups:
+                continue
+            try:
+                results += self._step_alone(g)
+            except Exception:
+                log.exception("group %s fails a step on its own", g.group_id)
+                failed.append(g)
+        if suspects and not failed:
+            failed = [suspects[-1]]
+        for g in failed:
+            self.abort(g.group_id)
+            results.append(GroupFailure(g.group_id, "the engine could not run this request"))
+        return results
 
-
-def _offset(text: str, before: int, token_text: str) -> int:
-    """Where a token's text starts, given the text after it was added and the text's length before: a whole
-    token ends the text; a token holding part of a character starts where the text stood before it."""
-    if token_text and "\ufffd" not in token_text and text.endswith(token_text) and len(text) - len(token_text) >= before:
-        return len(text) - len(token_text)
-    return before
+    @torch.inference_mode()
+    def _step_alone(self, g: SequenceGroup) -> list[StepOutput]:
+        groups = self.scheduler.schedule_only(g)
+        if not groups:
+            return []
+        batch = self.ready(self.run(groups))
+        if not batch.groups:
+            return []
+        fused = self.fuse(batch)
+        return self.postprocess(batch, fused, self.sampler(fused.scores, batch.groups))
 
 
 def _make_cache(model: PreTrainedModel, kv_bytes: int, block_size: int) -> KVCache:

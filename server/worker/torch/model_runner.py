@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..sequence import Sequence
 from .moe_routing import RoutingOverride
 from .paged_attention import ATTN_IMPLEMENTATION, KVCache, PagedBatch
-from ..sequence import Sequence
 
 
 @dataclass
@@ -51,7 +51,8 @@ class ModelRunner:
         q_lens: list[int] = []
         ctx_lens: list[int] = []
         for seq in seqs:
-            start, end = seq.num_computed_tokens, len(seq.token_ids)
+            start = seq.num_computed_tokens
+            end = start + seq.num_new_tokens
             tokens += seq.token_ids[start:end]
             positions += range(start, end)
             table = seq.block_table
@@ -129,7 +130,8 @@ class ModelRunner:
             offset += n
         hidden = {r: out.hidden_states[-1][0, int(starts[r]):int(last[r]) + 1].float() for r in hidden_rows}
         for seq in seqs:
-            seq.num_computed_tokens = len(seq.token_ids)
+            seq.num_computed_tokens += seq.num_new_tokens
+            seq.num_scheduled = None
         return ForwardOutput(logits[:len(seqs)], prompt_logits, layers, hidden)
 
     def _image_inputs(self, seqs: list[Sequence]) -> dict[str, torch.Tensor]:

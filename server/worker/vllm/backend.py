@@ -1,7 +1,7 @@
 """The vLLM worker backend: vLLM's V1 engine behind the same worker HTTP protocol (`--backend vllm`).
 
-`VLLMEngine` has the PyTorch `Engine`'s face (`add`, `abort`, `step`, `has_work`, `groups`, `tokenizer`), so
-the worker app and `AsyncEngine` drive it unchanged. Plain decoding is one vLLM request per choice with our
+`VLLMEngine` implements the worker's backend protocol (backend.py), as the PyTorch engine does, and shares its
+token output (outputs.py). Plain decoding is one vLLM request per choice with our
 sampling settings mapped onto vLLM's (stop strings, seed + index, logprobs, min_tokens, penalties): vLLM
 samples. Same-weights paired methods (cfg, lqcd, overshadow) are one vLLM request per view; the
 `PairedLogitsProcessor` (vllm_logits.py) fuses and picks, and this module checks every step that all views
@@ -9,7 +9,7 @@ got the picked token at the same position. When vLLM scheduled the views apart (
 later, preempted, prefilled in chunks), the group is resubmitted from its tokens so far (at most
 `MAX_RESTARTS` times, then it fails with an error event): no token that is not the method's is ever sent.
 
-vLLM settings the backend requires (vllm_app.engine_args sets them):
+vLLM settings the backend requires (build.engine_args sets them):
 - the V1 engine core in the worker's process: VLLM_ENABLE_V1_MULTIPROCESSING=0, one device (uni-process
   executor, no tensor parallelism), because the logits processor and this module share `vllm_logits.REGISTRY`;
 - chunked prefill off (a partly prefilled view would get logits that are not its last position's), hence
@@ -27,13 +27,12 @@ import itertools
 from dataclasses import dataclass, field
 
 import torch
-from counterpoint.decoders import Decoder
 
-from ...worker_protocol import SamplingParams, TokenLogprob, TopLogprob
-from ..detokenizer import Detokenizer
-from ..torch.engine import MIN_LOGPROB, StepOutput
+from ...worker_protocol import SamplingParams
+from ..backend import VLLM_FEATURES, EngineRequest, EngineStats, GroupFailure, StepOutput
+from ..outputs import ChoiceOutput
 from ..sequence import Sequence, SequenceGroup
-from .logprobs import token_text, vllm_logprob, vllm_prompt_logprobs
+from .logprobs import vllm_logprob, vllm_prompt_logprobs
 
 _SET_NUM_THREADS = torch.set_num_threads  # taken before vLLM's CPU worker replaces it with a no-op
 PAIRED = ("cfg", "lqcd", "overshadow")  # same-weights methods this backend runs
@@ -57,7 +56,7 @@ class _Plain:
 class _Paired:
     group_id: str
     entry: object  # vllm_logits.PairedEntry
-    detok: Detokenizer
+    choice: ChoiceOutput
     attempt: int = 0  # submissions so far - 1 (names this attempt's vLLM requests)
     restarts: int = 0  # resubmissions after the first token
     requests: dict[str, str] = field(default_factory=dict)  # view -> vLLM request id (this attempt)
@@ -67,36 +66,9 @@ class _Paired:
         return f"{self.group_id}#{self.attempt}"
 
 
-@dataclass
-class GroupFailure:
-    """A step result that fails one group (the worker sends an error event); the others go on."""
-
-    group_id: str
-    message: str
-    finish_reason: str = "error"
-
-
-class _Counts:
-    """What `AsyncEngine` and the worker metrics read from `engine.scheduler` and `engine.block_manager`."""
-
-    def __init__(self, engine: VLLMEngine):
-        self._engine = engine
-        self.usage = 0.0  # vLLM keeps its own KV cache accounting
-
-    @property
-    def num_preemptions(self) -> int:
-        return self._engine.num_restarts
-
-    @property
-    def running(self) -> list[str]:
-        return list(self._engine.groups)
-
-    @property
-    def waiting(self) -> list[str]:
-        return []  # vLLM's own queue is not split out here
-
-
 class VLLMEngine:
+    features = VLLM_FEATURES  # same-weights views of one request, fused by the logits processor
+
     def __init__(self, llm, tokenizer, max_model_len: int, vocab_size: int, eos_token_ids: frozenset[int]):
         from .logits import REGISTRY
         self.llm = llm
@@ -110,7 +82,6 @@ class VLLMEngine:
         self.num_restarts = 0  # paired groups resubmitted because vLLM scheduled their views apart
         self._owner: dict[str, tuple[str, str]] = {}  # vLLM request id -> (group id, view)
         self._ids = itertools.count()
-        self.scheduler = self.block_manager = _Counts(self)
         self._threads = torch.get_num_threads()  # vLLM's CPU kernels need the same count on the stepping thread
         self._thread_set = False
 
@@ -120,9 +91,12 @@ class VLLMEngine:
 
     # ---- requests -------------------------------------------------------------------------------
 
-    def add(self, group_id: str, index: int, decoder: Decoder, sampling: SamplingParams,
-            diagnostics: bool = False) -> None:
-        views = decoder.views()
+    def stats(self) -> EngineStats:
+        return EngineStats(num_running=len(self.groups), num_preemptions=self.num_restarts)
+
+    def submit(self, request: EngineRequest) -> None:
+        group_id, index, decoder, sampling = request.group_id, request.index, request.decoder, request.sampling
+        views = request.views
         room = self.max_model_len - max(len(v.prompt_ids) for v in views)
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         if decoder.name == "plain":
@@ -133,10 +107,9 @@ class VLLMEngine:
         if sampling.seed is not None:
             generator = torch.Generator().manual_seed(sampling.seed + index)
         group = SequenceGroup(group_id, index, seqs, sampling, decoder, self.eos_token_ids, max_tokens,
-                              generator=generator, diagnostics=diagnostics)
+                              generator=generator, diagnostics=request.diagnostics)
         entry = PairedEntry(group, {v.name for v in views})
-        paired = _Paired(group_id, entry, Detokenizer(self.tokenizer, seqs[0].token_ids, sampling.stop,
-                                                      sampling.skip_special_tokens))
+        paired = _Paired(group_id, entry, ChoiceOutput(self.tokenizer, group))
         self.groups[group_id] = paired
         self._submit(paired)
 
@@ -269,34 +242,18 @@ class VLLMEngine:
 
     def _advance(self, p: _Paired, pick) -> StepOutput:
         g = p.entry.group
-        token = pick.token
-        new_ids: list[int] = []
         if g.max_tokens <= 0:  # max_tokens 0: the choice ends before its first token, as in the torch engine
             self.abort(g.group_id)
-            return StepOutput(g.group_id, g.index, [], "", None, None, "length", g.seqs[0].num_prompt_tokens, 0)
-        g.append_token(token)
-        if token in g.sampling.stop_token_ids or (token in g.eos_token_ids and not g.sampling.ignore_eos):
-            g.finish_reason = "stop"
-        else:
-            new_ids = [token]
-            if p.detok.add(token):
-                g.finish_reason = "stop"
-            elif g.num_generated >= g.max_tokens:
-                g.finish_reason = "length"
-        logprobs = None
+            return p.choice.emit(None)
+        g.decoder.record(pick.decision)
+        logprob = None
         if g.sampling.logprobs is not None:
             k = g.sampling.logprobs
-            top = []
-            if k > 0:
-                lps, ids = pick.logprobs.topk(k)
-                top = [TopLogprob(token_id=t, token=token_text(self.tokenizer, t), logprob=max(v, MIN_LOGPROB))
-                       for t, v in zip(ids.tolist(), lps.tolist())]
-            logprobs = [TokenLogprob(token_id=token, token=token_text(self.tokenizer, token),
-                                     logprob=max(float(pick.logprobs[token]), MIN_LOGPROB), top=top)]
-        out = StepOutput(g.group_id, g.index, new_ids, p.detok.take(finished=g.finish_reason is not None),
-                         logprobs, None, g.finish_reason, g.seqs[0].num_prompt_tokens, g.num_generated)
-        if g.diagnostics and new_ids:
-            out.changed, out.divergence, out.own = [pick.changed], [pick.divergence], [pick.own]
+            lps, ids = pick.logprobs.topk(k) if k > 0 else (pick.logprobs[:0], pick.logprobs[:0].long())
+            logprob = (float(pick.logprobs[pick.token]), ids.tolist(), lps.tolist())
+        out = p.choice.emit(pick.token, logprob)
+        if g.diagnostics and out.token_ids:
+            out.changed, out.divergence, out.own_token_ids = [pick.changed], [pick.divergence], [pick.own]
         retired = set(g.decoder.retired_views())
         if retired:
             p.entry.live -= retired
@@ -304,3 +261,10 @@ class VLLMEngine:
         if g.finish_reason is not None:
             self.abort(g.group_id)
         return out
+
+    def recover(self) -> list[StepOutput | GroupFailure]:
+        """vLLM's step raised: its batch state is vLLM's own, so every group on it fails cleanly."""
+        failures = [GroupFailure(gid, "the vLLM engine could not run this request") for gid in list(self.groups)]
+        for f in failures:
+            self.abort(f.group_id)
+        return failures

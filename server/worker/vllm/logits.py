@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from ..fusion import jsd
+from ..fusion import diagnostics, fuse_groups
 from ..sampler import Sampler
 from ..sequence import SequenceGroup
 
@@ -39,7 +39,8 @@ class Pick:
     logprobs: torch.Tensor  # [V] log_softmax of the fused scores (the method's distribution)
     changed: bool  # diagnostics: the original view alone would have chosen another token
     divergence: float  # diagnostics: JSD(original || contrast)
-    own: int  # diagnostics: the token the original view alone would have chosen (its argmax)
+    own: int  # diagnostics: the token the original view alone would have chosen
+    decision: object  # the method's decision for this token (`Decoder.record`)
 
 
 @dataclass
@@ -102,37 +103,30 @@ class PairedLogitsProcessor(LogitsProcessor):
             return logits
         vocab = REGISTRY.vocab_size or logits.shape[1]
         entries = [REGISTRY.entries[k] for k in ready]
-        scores, original, contrast = self._fuse(entries, [by_group[k] for k in ready], logits[:, :vocab].float())
+        rows = [by_group[k] for k in ready]
+        fused = self._fuse(entries, rows, logits[:, :vocab].float())
         if self.sampler is None:
             self.sampler = Sampler(vocab, logits.device)
         groups = [e.group for e in entries]
-        tokens = self.sampler(scores, groups).token_ids
-        lps = torch.log_softmax(scores, dim=-1)  # [G, V]
-        div = jsd(original, contrast).tolist()  # [G]
-        own = original.argmax(-1).tolist()  # [G]
-        for i, (k, e) in enumerate(zip(ready, entries)):
-            e.picks.append(Pick(e.group.num_generated, tokens[i], lps[i], own[i] != tokens[i], div[i], own[i]))
-            rows = torch.tensor(list(by_group[k].values()), device=logits.device)
-            logits[rows] = -float("inf")
-            logits[rows, tokens[i]] = 0.0
+        tokens = self.sampler(fused.scores, groups).token_ids
+        lps = torch.log_softmax(fused.scores, dim=-1)  # [G, V]
+        diag = diagnostics(fused, list(range(len(entries))), tokens)
+        for i, e in enumerate(entries):
+            changed, divergence, own = diag[i]
+            e.picks.append(Pick(e.group.num_generated, tokens[i], lps[i], changed, divergence, own,
+                                fused.decisions[i]))
+            index = torch.tensor(list(rows[i].values()), device=logits.device)
+            logits[index] = -float("inf")
+            logits[index, tokens[i]] = 0.0
         return logits
 
     @staticmethod
-    def _fuse(entries: list[PairedEntry], rows: list[dict[str, int]], logits: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fused scores, original logits and contrast logits, each `[G, V]`, for the ready groups."""
-        by_method: dict[tuple, list[int]] = defaultdict(list)
-        for i, e in enumerate(entries):
-            by_method[(type(e.group.decoder), e.group.decoder.batch_key())].append(i)
-        original = torch.stack([logits[r["original"]] for r in rows])  # [G, V]
-        scores = torch.empty_like(original)  # [G, V]
-        contrast = original.clone()  # [G, V]
-        for (cls, _), members in by_method.items():
-            views = list(rows[members[0]])
-            inputs = {v: logits[torch.tensor([rows[i][v] for i in members], device=logits.device)] for v in views}
-            fused = cls.fuse([entries[i].group.decoder for i in members], inputs)
-            idx = torch.tensor(members)
-            scores[idx] = fused.scores
-            if fused.contrast is not None:
-                contrast[idx] = fused.contrast
-        return scores, original, contrast
+    def _fuse(entries: list[PairedEntry], rows: list[dict[str, int]], logits: torch.Tensor):
+        """The shared fusion over the ready groups; their views' rows in this batch are `rows`."""
+        original = logits[torch.tensor([r["original"] for r in rows], device=logits.device)]  # [G, V]
+
+        def inputs_of(members: list[int]) -> dict[str, torch.Tensor]:
+            views = rows[members[0]]
+            return {v: logits[torch.tensor([rows[i][v] for i in members], device=logits.device)] for v in views}
+
+        return fuse_groups([e.group.decoder for e in entries], original, inputs_of)

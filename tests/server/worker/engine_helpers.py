@@ -12,11 +12,13 @@ from counterpoint.server.worker.torch.scheduler import SchedulerConfig
 from counterpoint.server.worker_protocol import SamplingParams
 
 
-def make_engine(model_dir, kv_cache_bytes: int = 8 << 20, max_num_seqs: int = 64, block_size: int = 16) -> Engine:
+def make_engine(model_dir, kv_cache_bytes: int = 8 << 20, max_num_seqs: int = 64, block_size: int = 16,
+                max_num_batched_tokens: int = 4096) -> Engine:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return Engine(model, tokenizer, EngineConfig(block_size=block_size, kv_cache_bytes=kv_cache_bytes,
-                                                 scheduler=SchedulerConfig(max_num_seqs=max_num_seqs)))
+                                                 scheduler=SchedulerConfig(max_num_seqs=max_num_seqs,
+                                                                           max_num_batched_tokens=max_num_batched_tokens)))
 
 
 def plain(ids: list[int]) -> Plain:
