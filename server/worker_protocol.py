@@ -91,6 +91,8 @@ class WorkerEvent(BaseModel):
     finish_reason: str | None = None  # delta: "stop" or "length" when the choice ends
     changed: list[bool] | None = None  # delta, diagnostics: per new token, did the contrast change the choice
     divergence: list[float] | None = None  # delta, diagnostics: per new token, JSD(original || contrast)
+    own_token_ids: list[int] | None = None  # delta, diagnostics: per new token, the original view's own choice
+    own_tokens: list[str] | None = None  # delta, diagnostics: the text of each of those tokens
     prompt_text: str | None = None  # start: the prompt as text (for echo)
     prompt_tokens: int = 0  # start/done: prompt token count
     completion_tokens: int = 0  # done: generated tokens over all choices

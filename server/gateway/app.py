@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import INTERNAL_TOKEN_HEADER, error_body, install_error_handlers
 from ..outcomes import OutcomeLog
 from ..protocol.limits import Limits, LimitsContext
-from . import feedback
+from . import feedback, playground
 from .deps import load_api_keys
 from .routes import router, v1
 from .workers import WorkerPool
@@ -47,6 +47,7 @@ def create_app(settings: Settings, pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(v1)
     app.include_router(feedback.router)
+    app.include_router(playground.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(LimitsContext, limits=Limits.from_settings(settings))
     install_error_handlers(app, retry_after=settings.retry_after)

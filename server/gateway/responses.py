@@ -98,7 +98,10 @@ class Diagnostics:
 
 
 def _stream_diagnostics(ev: WorkerEvent) -> dict[str, Any]:
-    return {"diagnostics": {"changed": ev.changed, "divergence": ev.divergence}} if ev.changed is not None else {}
+    if ev.changed is None:
+        return {}
+    return {"diagnostics": {"changed": ev.changed, "divergence": ev.divergence,
+                            "own_token_ids": ev.own_token_ids, "own_tokens": ev.own_tokens}}
 
 
 def _sse(payload: dict[str, Any]) -> dict[str, str]:
@@ -154,7 +157,7 @@ async def chat_chunks(req: ChatCompletionRequest, rid: str, created: int,
                     yield _sse({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                      "logprobs": None, "finish_reason": None}],
                                 "decoding": tally.decoding})
-            elif ev.type == "delta" and (ev.text or ev.finish_reason or ev.logprobs):
+            elif ev.type == "delta" and (ev.text or ev.finish_reason or ev.logprobs or ev.changed):
                 choice = {"index": ev.index, "delta": {"content": ev.text} if ev.text else {},
                           "logprobs": chat_logprobs(ev.logprobs) if req.logprobs and ev.logprobs else None,
                           "finish_reason": ev.finish_reason, **_stream_diagnostics(ev)}
@@ -222,7 +225,7 @@ async def completion_chunks(req: CompletionRequest, rid: str, created: int,
                     chunk_lp = lp.add(ev.prompt_logprobs) if ev.prompt_logprobs and req.logprobs is not None else None
                     yield chunk({"index": p * n + j, "text": ev.prompt_text or "", "logprobs": chunk_lp,
                                  "finish_reason": None})
-            elif ev.type == "delta" and (ev.text or ev.finish_reason or ev.logprobs):
+            elif ev.type == "delta" and (ev.text or ev.finish_reason or ev.logprobs or ev.changed):
                 k = p * n + ev.index
                 chunk_lp = lps.setdefault(k, LegacyLogprobs()).add(ev.logprobs or [], base=echoed.get(p, 0)) \
                     if req.logprobs is not None else None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import uuid
 
+from counterpoint.decoders import REGISTRY
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -76,6 +78,21 @@ async def list_models(pool: PoolDep) -> dict:
     data = [{"id": mid, "object": "model", "created": created, "owned_by": "counterpoint", **info}
             for mid, info in pool.models().items()]
     return {"object": "list", "data": data}
+
+
+@v1.get("/methods")
+async def list_methods(settings: SettingsDep, outcomes: OutcomesDep) -> dict:
+    """Every decoding method with its parameters' JSON schema, the A/B experiments, and whether feedback is kept."""
+    data = [{"id": name, "object": "decoding_method", "description": method_summary(cls),
+             "parameters": cls.Params.model_json_schema()} for name, cls in sorted(REGISTRY.items())]
+    exps = [{"id": name, "arms": [arm.model_dump() for arm in spec.arms]} for name, spec in settings.experiments.items()]
+    return {"object": "list", "data": data, "experiments": exps, "feedback": outcomes is not None}
+
+
+def method_summary(cls) -> str:
+    """The first line of the method's module docstring: its name, idea and paper."""
+    doc = inspect.getmodule(cls).__doc__ or ""
+    return doc.strip().split("\n")[0]
 
 
 @router.get("/health")

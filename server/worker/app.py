@@ -129,6 +129,10 @@ def _internal_token(token: str | None):
     return check
 
 
+def _texts(tokenizer, token_ids: list[int] | None) -> list[str] | None:
+    return [tokenizer.decode([t]) for t in token_ids] if token_ids is not None else None
+
+
 def _line(event: WorkerEvent) -> str:
     return event.model_dump_json(exclude_defaults=True) + "\n"
 
@@ -167,7 +171,8 @@ async def _stream(state: WorkerState, req: GenerateRequest, ids: list[int], requ
                 completion_tokens += item.num_generated
             yield _line(WorkerEvent(type="delta", index=item.index, text=item.text, token_ids=item.token_ids,
                                     logprobs=item.logprobs, finish_reason=item.finish_reason,
-                                    changed=item.changed, divergence=item.divergence))
+                                    changed=item.changed, divergence=item.divergence, own_token_ids=item.own_token_ids,
+                                    own_tokens=_texts(state.tokenizer, item.own_token_ids)))
         yield _line(WorkerEvent(type="done", prompt_tokens=len(ids), completion_tokens=completion_tokens,
                                 decoding=req.decoding.model_copy(update={"decided": decided})))
     finally:

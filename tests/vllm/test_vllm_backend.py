@@ -178,5 +178,6 @@ def test_seeded_cfg_sampling_and_diagnostics_equal_torch_backend(vllm_worker, to
     assert b[0]["ids"] != b[1]["ids"]  # choice i uses seed + i
     diag = [e for e in theirs if e["type"] == "delta" and e.get("token_ids")]
     assert all(len(e["changed"]) == 1 and e["divergence"][0] >= 0 for e in diag)
-    assert [e["changed"] for e in diag if e.get("index", 0) == 0] == \
-        [e["changed"] for e in ours if e["type"] == "delta" and e.get("token_ids") and e.get("index", 0) == 0]
+    for key in ("changed", "own_token_ids"):  # the original view's own choice, as the torch engine reports it
+        assert [e[key] for e in diag if e.get("index", 0) == 0] == \
+            [e[key] for e in ours if e["type"] == "delta" and e.get("token_ids") and e.get("index", 0) == 0]
