@@ -94,7 +94,8 @@ class CandidateStage:
         for (cls, _), members in by_method(decoders).items():
             chosen = [expanding[m] for m in members]
             k = groups[chosen[0]].decoder.params.top_k
-            rows = torch.tensor([[batch.rows[i][f"cand:{j}"][1] for j in range(k)] for i in chosen])  # [G_m, k]
+            rows = torch.tensor([[batch.rows[i][f"cand:{j}"][1] for j in range(k)] for i in chosen],
+                                device="cpu")  # [G_m, k]
             hidden = torch.stack([out.hidden[int(r)][0] for r in rows.flatten()]).view(*rows.shape, -1)  # [G_m, k, H]
             picked = cls.select([groups[i].decoder for i in chosen], out.logits[rows.to(dev)], hidden)
             idx = torch.tensor(chosen, device=dev)

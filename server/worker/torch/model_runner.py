@@ -103,10 +103,11 @@ class ModelRunner:
             layer_requests: list[LayerRequest] = (), hidden_rows: set[int] = frozenset()) -> ForwardOutput:
         """Forward every row's uncomputed tokens; return last-position logits (and all, where asked)."""
         input_ids, position_ids, batch = self.prepare_inputs(seqs)
-        q_lens = torch.tensor([s.num_new_tokens for s in seqs])  # [B]
+        q_lens = torch.tensor([s.num_new_tokens for s in seqs], device="cpu")  # [B] host-side bookkeeping
         last = q_lens.cumsum(0) - 1  # [B] packed index of each row's last token
         starts = last + 1 - q_lens  # [B]
-        keep = torch.cat([last, *(torch.arange(starts[r], last[r] + 1) for r in sorted(all_logits_rows))])
+        keep = torch.cat([last, *(torch.arange(int(starts[r]), int(last[r]) + 1, device="cpu")
+                                  for r in sorted(all_logits_rows))])
         # With layer logits, every lm_head row (final and intermediate) goes through one matmul below: on a CPU
         # one call with many rows costs far less than separate calls (benchmarks/matmul_rows.py).
         joint = bool(layer_requests) and not getattr(self.model.config, "final_logit_softcapping", None)
@@ -146,7 +147,7 @@ class ModelRunner:
         ranks = [-1 if s.weak_rank is None else s.weak_rank for s in seqs]
         if not self.routing.is_moe or max(ranks) < 0:
             return None
-        return torch.repeat_interleave(torch.tensor(ranks), q_lens).to(self.device)  # [T]
+        return torch.repeat_interleave(torch.tensor(ranks, device="cpu"), q_lens).to(self.device)  # [T]
 
     def _layer_logits(self, hidden_states: tuple[torch.Tensor, ...], requests: list[LayerRequest],
                       starts: torch.Tensor, last: torch.Tensor, final: torch.Tensor | None = None
@@ -155,7 +156,8 @@ class ModelRunner:
         picks = [] if final is None else [final]
         sizes = [] if final is None else [len(final)]
         for req in requests:
-            idx = torch.arange(starts[req.row], last[req.row] + 1) if req.all_positions else last[req.row:req.row + 1]
+            idx = (torch.arange(int(starts[req.row]), int(last[req.row]) + 1, device="cpu") if req.all_positions
+                   else last[req.row:req.row + 1])
             h = hidden_states[req.layer][0, idx.to(self.device)]  # [n, hidden]
             picks.append(self.final_norm(h) if req.final_norm else h)
             sizes.append(len(idx))
