@@ -66,10 +66,10 @@ class BlockManager:
         bs = self.block_size
         return hash((parent, seq.weak_rank, tuple(seq.token_ids[i * bs:(i + 1) * bs])))
 
-    def _cached_prefix(self, seq: Sequence) -> tuple[list[int], list[int]]:
+    def _cached_prefix(self, seq: Sequence, use_cache: bool = True) -> tuple[list[int], list[int]]:
         """The cached blocks (and their hashes) that hold the start of `seq`'s tokens."""
         blocks, hashes = [], []
-        if not self.enable_caching:
+        if not (self.enable_caching and use_cache):
             return blocks, hashes
         for i in range(_shareable(seq) // self.block_size):
             h = self._block_hash(seq, i, hashes[-1] if hashes else None)
@@ -80,24 +80,25 @@ class BlockManager:
             hashes.append(h)
         return blocks, hashes
 
-    def num_blocks_to_allocate(self, seqs: list[Sequence]) -> int:
+    def num_blocks_to_allocate(self, seqs: list[Sequence], use_cache: bool = True) -> int:
         """Free blocks admission takes: new ones, plus cached free ones it revives."""
         needed, revived = 0, set()
         for i, seq in enumerate(seqs):
             _, shared = self._shared_prefix(seq, seqs[:i])
-            hits = self._cached_prefix(seq)[0]
+            hits = self._cached_prefix(seq, use_cache)[0]
             if len(hits) >= shared:
                 shared = len(hits)
                 revived.update(b for b in hits if self.ref_counts[b] == 0)
             needed += self._blocks_for(len(seq.token_ids) + seq.lookahead) - shared
         return needed + len(revived)
 
-    def allocate(self, seqs: list[Sequence]) -> None:
-        """Give every view of a newly admitted group the blocks for its whole current token list."""
+    def allocate(self, seqs: list[Sequence], use_cache: bool = True) -> None:
+        """Give every view of a newly admitted group the blocks for its whole current token list
+        (`use_cache` False: compute every position, even one a cached block holds)."""
         for i, seq in enumerate(seqs):
             assert not seq.block_table
             source, shared = self._shared_prefix(seq, seqs[:i])
-            hits, hashes = self._cached_prefix(seq)
+            hits, hashes = self._cached_prefix(seq, use_cache)
             if len(hits) >= shared and hits:  # computed before: nothing to recompute
                 blocks, seq.block_hashes = hits, hashes
                 self.num_cached_tokens += len(hits) * self.block_size
@@ -178,6 +179,12 @@ def _shareable(seq: Sequence) -> int:
     return n if seq.max_shared is None else min(n, seq.max_shared)
 
 
+def _reuses_cache(group: SequenceGroup) -> bool:
+    """Whether a group may start from cached prefix blocks: not when it needs every prompt position computed
+    (prompt scoring reads their logits, contrastive search their hidden states)."""
+    return not (group.wants_prompt_logprobs or group.num_scratch_blocks)
+
+
 class KVPools:
     """The block managers of all the worker's models, with group-level operations over them."""
 
@@ -191,12 +198,13 @@ class KVPools:
         return split
 
     def can_allocate(self, group: SequenceGroup) -> bool:
-        return all(self.managers[m].num_blocks_to_allocate(seqs) + (group.num_scratch_blocks if m == "main" else 0)
+        use = _reuses_cache(group)
+        return all(self.managers[m].num_blocks_to_allocate(seqs, use) + (group.num_scratch_blocks if m == "main" else 0)
                    <= self.managers[m].num_free_blocks for m, seqs in self._by_model(group).items())
 
     def allocate(self, group: SequenceGroup) -> None:
         for m, seqs in self._by_model(group).items():
-            self.managers[m].allocate(seqs)
+            self.managers[m].allocate(seqs, _reuses_cache(group))
         group.scratch_blocks = self.managers["main"].take(group.num_scratch_blocks)
 
     def can_append(self, group: SequenceGroup) -> bool:

@@ -3,9 +3,12 @@ takes those blocks from the cache (fewer tokens computed) and its output equals 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from counterpoint.decoders import REGISTRY, RequestContext
+from counterpoint.server.worker.factory import model_info
 from counterpoint.server.worker.torch.engine import Engine, EngineConfig
 from counterpoint.server.worker_protocol import SamplingParams
 
@@ -34,3 +37,40 @@ def test_a_shared_system_prompt_is_computed_once(tiny_llama_dir, tokenizer):
     again = run_all(cached, [(plain(prompts[0]), greedy)])["r0"]["token_ids"]  # a repeat: all but the last block
     assert again == run_all(uncached, [(plain(prompts[0]), greedy)])["r0"]["token_ids"]
     assert cached.block_manager.num_cached_tokens > (common // 16) * 16
+
+
+def _run(engine: Engine, decoder, sampling: SamplingParams) -> dict:
+    engine.add("g", 0, decoder, sampling)
+    got = {"token_ids": [], "prompt_logprobs": None}
+    while engine.has_work:
+        for out in engine.step():
+            got["token_ids"] += out.token_ids
+            got["prompt_logprobs"] = got["prompt_logprobs"] or out.prompt_logprobs
+    return got
+
+
+@pytest.mark.parametrize("method", ["plain", "cd", "contrastive_search"])
+def test_a_request_that_reads_every_prompt_position_ignores_the_cache(tiny_deep_dir, tiny_amateur_dir, method):
+    """Prompt scoring needs the logits of every prompt position of every view (the amateur's too), contrastive
+    search their hidden states: after the same prompt was cached, both must equal an engine without a cache."""
+    results = []
+    for caching in (True, False):
+        model = AutoModelForCausalLM.from_pretrained(tiny_deep_dir, dtype=torch.float32)
+        amateur = AutoModelForCausalLM.from_pretrained(tiny_amateur_dir, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(tiny_deep_dir)
+        engine = Engine(model, tok, EngineConfig(kv_cache_bytes=8 << 20, enable_prefix_caching=caching),
+                        amateur=amateur)
+        ids = tok(SYSTEM + "Where is Paris?")["input_ids"]
+        info = model_info(engine, "tiny", "amateur")
+        _run(engine, plain(ids), SamplingParams(temperature=0.0, max_tokens=2))  # caches the prompt's blocks
+        cls = REGISTRY[method]
+        decoder = cls(cls.Params(), RequestContext(list(ids), info, prompt=SYSTEM))
+        results.append(_run(engine, decoder, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True,
+                                                            prompt_logprobs=1)))
+        if caching:
+            assert engine.block_manager.block_of  # the first request left its prompt blocks in the cache
+    cached, uncached = results
+    assert cached["token_ids"] == uncached["token_ids"]
+    assert len(cached["prompt_logprobs"]) == len(ids)
+    scores = [[p.logprob or 0.0 for p in r["prompt_logprobs"]] for r in results]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-5)
