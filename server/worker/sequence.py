@@ -94,6 +94,12 @@ class SequenceGroup:
     def num_generated(self) -> int:
         return len(self.output_token_ids)
 
+    @property
+    def reads_every_prompt_position(self) -> bool:
+        """Prompt scoring reads the logits of every prompt position, contrastive search their hidden states:
+        such a group computes its whole prompt in one forward, never from cached blocks."""
+        return self.wants_prompt_logprobs or self.num_scratch_blocks > 0
+
     def append_token(self, token_id: int) -> None:
         self.output_token_ids.append(token_id)
         for seq in self.seqs:

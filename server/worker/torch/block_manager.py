@@ -179,12 +179,6 @@ def _shareable(seq: Sequence) -> int:
     return n if seq.max_shared is None else min(n, seq.max_shared)
 
 
-def _reuses_cache(group: SequenceGroup) -> bool:
-    """Whether a group may start from cached prefix blocks: not when it needs every prompt position computed
-    (prompt scoring reads their logits, contrastive search their hidden states)."""
-    return not (group.wants_prompt_logprobs or group.num_scratch_blocks)
-
-
 class KVPools:
     """The block managers of all the worker's models, with group-level operations over them."""
 
@@ -198,13 +192,13 @@ class KVPools:
         return split
 
     def can_allocate(self, group: SequenceGroup) -> bool:
-        use = _reuses_cache(group)
+        use = not group.reads_every_prompt_position
         return all(self.managers[m].num_blocks_to_allocate(seqs, use) + (group.num_scratch_blocks if m == "main" else 0)
                    <= self.managers[m].num_free_blocks for m, seqs in self._by_model(group).items())
 
     def allocate(self, group: SequenceGroup) -> None:
         for m, seqs in self._by_model(group).items():
-            self.managers[m].allocate(seqs, _reuses_cache(group))
+            self.managers[m].allocate(seqs, not group.reads_every_prompt_position)
         group.scratch_blocks = self.managers["main"].take(group.num_scratch_blocks)
 
     def can_append(self, group: SequenceGroup) -> bool:

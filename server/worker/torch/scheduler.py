@@ -149,4 +149,4 @@ def _is_prefilling(group: SequenceGroup) -> bool:
 
 def _is_chunkable(group: SequenceGroup) -> bool:
     """Prompt scoring, candidate rows and image tokens need every prompt position in one forward."""
-    return not (group.wants_prompt_logprobs or group.num_scratch_blocks or any(s.images is not None for s in group.seqs))
+    return not (group.reads_every_prompt_position or any(s.images is not None for s in group.seqs))

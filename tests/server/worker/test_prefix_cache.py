@@ -39,16 +39,6 @@ def test_a_shared_system_prompt_is_computed_once(tiny_llama_dir, tokenizer):
     assert cached.block_manager.num_cached_tokens > (common // 16) * 16
 
 
-def _run(engine: Engine, decoder, sampling: SamplingParams) -> dict:
-    engine.add("g", 0, decoder, sampling)
-    got = {"token_ids": [], "prompt_logprobs": None}
-    while engine.has_work:
-        for out in engine.step():
-            got["token_ids"] += out.token_ids
-            got["prompt_logprobs"] = got["prompt_logprobs"] or out.prompt_logprobs
-    return got
-
-
 @pytest.mark.parametrize("method", ["plain", "cd", "contrastive_search"])
 def test_a_request_that_reads_every_prompt_position_ignores_the_cache(tiny_deep_dir, tiny_amateur_dir, method):
     """Prompt scoring needs the logits of every prompt position of every view (the amateur's too), contrastive
@@ -62,11 +52,11 @@ def test_a_request_that_reads_every_prompt_position_ignores_the_cache(tiny_deep_
                         amateur=amateur)
         ids = tok(SYSTEM + "Where is Paris?")["input_ids"]
         info = model_info(engine, "tiny", "amateur")
-        _run(engine, plain(ids), SamplingParams(temperature=0.0, max_tokens=2))  # caches the prompt's blocks
+        run_all(engine, [(plain(ids), SamplingParams(temperature=0.0, max_tokens=2))])  # caches the prompt's blocks
         cls = REGISTRY[method]
         decoder = cls(cls.Params(), RequestContext(list(ids), info, prompt=SYSTEM))
-        results.append(_run(engine, decoder, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True,
-                                                            prompt_logprobs=1)))
+        results.append(run_all(engine, [(decoder, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True,
+                                                                 prompt_logprobs=1))])["r0"])
         if caching:
             assert engine.block_manager.block_of  # the first request left its prompt blocks in the cache
     cached, uncached = results
